@@ -343,5 +343,6 @@ def test_modules_import_no_torch_vllm_or_cache():
     from pathlib import Path
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       check=False)
     assert r.returncode == 0, r.stdout + r.stderr

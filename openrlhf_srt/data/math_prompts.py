@@ -112,52 +112,52 @@ Problem = tuple[str, Fraction | int]
 def _add_more(r: _Rng) -> Problem:
     name, pron, _ = _two_people(r)
     it, a, b = r.choice(_ITEMS), r.randint(2, 40), r.randint(2, 30)
-    return (f"{name} has {a} {it}. {pron.capitalize()} buys {b} more {it}. "
-            f"How many {it} does {name} have now?", a + b)
+    return ((f"{name} has {a} {it}. {pron.capitalize()} buys {b} more {it}. "
+             f"How many {it} does {name} have now?"), a + b)
 
 
 def _give_away(r: _Rng) -> Problem:
     name, _, other = _two_people(r)
     it, a = r.choice(_ITEMS), r.randint(10, 60)
     b = r.randint(1, a - 1)
-    return (f"{name} has {a} {it} and gives {b} of them to {other}. "
-            f"How many {it} does {name} have left?", a - b)
+    return ((f"{name} has {a} {it} and gives {b} of them to {other}. "
+             f"How many {it} does {name} have left?"), a - b)
 
 
 def _pages(r: _Rng) -> Problem:
     name, _, _ = _two_people(r)
     a, b = r.randint(5, 60), r.randint(5, 60)
-    return (f"{name} read {a} pages on Monday and {b} pages on Tuesday. "
-            f"How many pages did {name} read on the two days together?", a + b)
+    return ((f"{name} read {a} pages on Monday and {b} pages on Tuesday. "
+             f"How many pages did {name} read on the two days together?"), a + b)
 
 
 def _taller(r: _Rng) -> Problem:
     name, _, other = _two_people(r)
     b, d = r.randint(100, 160), r.randint(2, 30)
-    return (f"{name} is {b + d} cm tall and {other} is {b} cm tall. "
-            f"How many centimeters taller is {name} than {other}?", d)
+    return ((f"{name} is {b + d} cm tall and {other} is {b} cm tall. "
+             f"How many centimeters taller is {name} than {other}?"), d)
 
 
 def _bus(r: _Rng) -> Problem:
     a = r.randint(10, 50)
     b = r.randint(2, a - 1)
-    return (f"A bus has {a} passengers. At the next stop {b} passengers get off and "
-            f"nobody gets on. How many passengers are on the bus now?", a - b)
+    return ((f"A bus has {a} passengers. At the next stop {b} passengers get off and "
+             f"nobody gets on. How many passengers are on the bus now?"), a - b)
 
 
 # ---- difficulty 2: one multiplication/division, or two additive steps ---------------------
 
 def _boxes(r: _Rng) -> Problem:
     it, a, b = r.choice(_ITEMS), r.randint(2, 12), r.randint(3, 15)
-    return (f"There are {a} boxes with {b} {it} in each box. "
-            f"How many {it} are there altogether?", a * b)
+    return ((f"There are {a} boxes with {b} {it} in each box. "
+             f"How many {it} are there altogether?"), a * b)
 
 
 def _share(r: _Rng) -> Problem:
     name, _, _ = _two_people(r)
     it, q, k = r.choice(_ITEMS), r.randint(2, 15), r.randint(2, 9)
-    return (f"{name} shares {q * k} {it} equally among {k} friends. "
-            f"How many {it} does each friend get?", q)
+    return ((f"{name} shares {q * k} {it} equally among {k} friends. "
+             f"How many {it} does each friend get?"), q)
 
 
 def _cost_many(r: _Rng) -> Problem:
@@ -170,15 +170,15 @@ def _buy_give(r: _Rng) -> Problem:
     name, _, other = _two_people(r)
     it, a, b = r.choice(_ITEMS), r.randint(5, 30), r.randint(2, 20)
     c = r.randint(1, a + b - 1)
-    return (f"{name} had {a} {it}, bought {b} more, and then gave {c} to {other}. "
-            f"How many {it} does {name} have now?", a + b - c)
+    return ((f"{name} had {a} {it}, bought {b} more, and then gave {c} to {other}. "
+             f"How many {it} does {name} have now?"), a + b - c)
 
 
 def _garden(r: _Rng) -> Problem:
     rows, per = r.randint(2, 9), r.randint(3, 12)
     d = r.randint(2, rows * per - 1)
-    return (f"A garden has {rows} rows with {per} plants in each row. {d} of the plants "
-            f"die. How many plants are left?", rows * per - d)
+    return ((f"A garden has {rows} rows with {per} plants in each row. {d} of the plants "
+             f"die. How many plants are left?"), rows * per - d)
 
 
 # ---- difficulty 3: two steps (unit prices, percentages, ages, change) ---------------------
@@ -189,39 +189,39 @@ def _unit_price(r: _Rng) -> Problem:
     m = r.randint(2, 10)
     while m == k:
         m = r.randint(2, 10)
-    return (f"{k} {many} cost {_money(k * unit)}. At the same price per {one}, "
-            f"how much do {m} {many} cost in dollars?", m * unit)
+    return ((f"{k} {many} cost {_money(k * unit)}. At the same price per {one}, "
+             f"how much do {m} {many} cost in dollars?"), m * unit)
 
 
 def _discount(r: _Rng) -> Problem:
     p = r.randint(2, 30) * 10
     pct = r.choice((10, 20, 25, 30, 40, 50, 75))
-    return (f"A jacket costs {_money(p)}. It is on sale for {pct}% off. "
-            f"What is the sale price in dollars?", Fraction(p * (100 - pct), 100))
+    return ((f"A jacket costs {_money(p)}. It is on sale for {pct}% off. "
+             f"What is the sale price in dollars?"), Fraction(p * (100 - pct), 100))
 
 
 def _percent_of(r: _Rng) -> Problem:
     pct = r.choice((10, 20, 25, 30, 40, 50, 60, 75, 80))
     step = 100 // _gcd(pct, 100)
     n = step * r.randint(max(1, 10 // step), 60 // step)
-    return (f"In a class of {n} students, {pct}% wear glasses. "
-            f"How many students wear glasses?", n * pct // 100)
+    return ((f"In a class of {n} students, {pct}% wear glasses. "
+             f"How many students wear glasses?"), n * pct // 100)
 
 
 def _ages_future(r: _Rng) -> Problem:
     name, _, other = _two_people(r)
     a, k, y = r.randint(3, 15), r.randint(2, 5), r.randint(2, 10)
-    return (f"{name} is {a} years old. {other} is {k} times as old as {name}. "
-            f"How old will {other} be in {y} years?", a * k + y)
+    return ((f"{name} is {a} years old. {other} is {k} times as old as {name}. "
+             f"How old will {other} be in {y} years?"), a * k + y)
 
 
 def _change(r: _Rng) -> Problem:
     name, _, _ = _two_people(r)
-    one, many = r.choice(_GOODS)
+    _, many = r.choice(_GOODS)
     p, k = _price(r, 2, 24), r.randint(2, 6)
     bill = next(b for b in (10, 20, 50, 100) if b > k * p)
-    return (f"{name} buys {k} {many} at {_money(p)} each and pays with a {_money(bill)} "
-            f"bill. How much change does {name} get in dollars?", bill - k * p)
+    return ((f"{name} buys {k} {many} at {_money(p)} each and pays with a {_money(bill)} "
+             f"bill. How much change does {name} get in dollars?"), bill - k * p)
 
 
 # ---- difficulty 4: three steps, fractions, one-step-back equations ------------------------
@@ -236,22 +236,22 @@ def _fraction_left(r: _Rng) -> Problem:
     n = den * r.randint(2, 12)
     kept = n - n * num // den
     c = r.randint(1, kept - 1)
-    return (f"{name} has {n} {it}. {pron.capitalize()} gives {num}/{den} of them to "
-            f"{other} and then loses {c}. How many {it} does {name} have left?", kept - c)
+    return ((f"{name} has {n} {it}. {pron.capitalize()} gives {num}/{den} of them to "
+             f"{other} and then loses {c}. How many {it} does {name} have left?"), kept - c)
 
 
 def _think_number(r: _Rng) -> Problem:
     name, _, _ = _two_people(r)
     x, a, b = r.randint(2, 20), r.randint(2, 9), r.randint(1, 30)
-    return (f"{name} thinks of a number, multiplies it by {a} and then adds {b}. "
-            f"The result is {a * x + b}. What number did {name} think of?", x)
+    return ((f"{name} thinks of a number, multiplies it by {a} and then adds {b}. "
+             f"The result is {a * x + b}. What number did {name} think of?"), x)
 
 
 def _ages_sum(r: _Rng) -> Problem:
     name, _, other = _two_people(r)
     x, d = r.randint(5, 30), r.randint(1, 15)
-    return (f"The sum of {name}'s age and {other}'s age is {2 * x + d}. {other} is {d} "
-            f"years older than {name}. How old is {name}?", x)
+    return ((f"The sum of {name}'s age and {other}'s age is {2 * x + d}. {other} is {d} "
+             f"years older than {name}. How old is {name}?"), x)
 
 
 def _shopping(r: _Rng) -> Problem:
@@ -260,17 +260,17 @@ def _shopping(r: _Rng) -> Problem:
     b, q = r.randint(2, 8), _price(r, 1, 8)
     total = a * p + b * q
     bill = next(x for x in (20, 50, 100) if x > total)
-    return (f"{name} buys {a} notebooks at {_money(p)} each and {b} pens at {_money(q)} "
-            f"each. {pron.capitalize()} pays with a {_money(bill)} bill. "
-            f"How much change does {name} get in dollars?", bill - total)
+    return ((f"{name} buys {a} notebooks at {_money(p)} each and {b} pens at {_money(q)} "
+             f"each. {pron.capitalize()} pays with a {_money(bill)} bill. "
+             f"How much change does {name} get in dollars?"), bill - total)
 
 
 def _tank(r: _Rng) -> Problem:
     den = r.choice((2, 3, 4, 5, 8, 10))
     num = r.randint(1, den - 1)
     v = den * r.randint(5, 40)
-    return (f"A water tank holds {v} liters. It is {num}/{den} full. "
-            f"How many more liters are needed to fill it?", v - v * num // den)
+    return ((f"A water tank holds {v} liters. It is {num}/{den} full. "
+             f"How many more liters are needed to fill it?"), v - v * num // den)
 
 
 # ---- difficulty 5: harder three-step problems ---------------------------------------------
@@ -288,15 +288,15 @@ def _avg_speed(r: _Rng) -> Problem:
         avg = Fraction(v * t1 + w * t2, t1 + t2)
         if v != w and (avg * 100).denominator == 1:
             break
-    return (f"A train travels at {v} km/h for {t1} hours and then at {w} km/h for {t2} "
-            f"hours. What is its average speed for the whole trip in km/h?", avg)
+    return ((f"A train travels at {v} km/h for {t1} hours and then at {w} km/h for {t2} "
+             f"hours. What is its average speed for the whole trip in km/h?"), avg)
 
 
 def _up_down(r: _Rng) -> Problem:
     p = 100 * r.randint(1, 9)
     up, down = r.choice((10, 20, 25, 50)), r.choice((10, 20, 25, 50))
-    return (f"A bike costs {_money(p)}. Its price rises by {up}% and then the new price is "
-            f"cut by {down}%. What is the final price in dollars?",
+    return ((f"A bike costs {_money(p)}. Its price rises by {up}% and then the new price is "
+             f"cut by {down}%. What is the final price in dollars?"),
             Fraction(p * (100 + up) * (100 - down), 10000))
 
 
@@ -306,8 +306,8 @@ def _ratio(r: _Rng) -> Problem:
     while b == a:
         b = r.randint(1, 7)
     total = (a + b) * r.randint(2, 20)
-    return (f"{name} and {other} share {_money(total)} in the ratio {a}:{b}. "
-            f"How many dollars does {other} get?", total * b // (a + b))
+    return ((f"{name} and {other} share {_money(total)} in the ratio {a}:{b}. "
+             f"How many dollars does {other} get?"), total * b // (a + b))
 
 
 def _missing_value(r: _Rng) -> Problem:
@@ -318,8 +318,8 @@ def _missing_value(r: _Rng) -> Problem:
         if missing > 0:
             break
     listed = ", ".join(str(v) for v in known[:-1]) + f" and {known[-1]}"
-    return (f"The average of {k} numbers is {m}. {k - 1} of them are {listed}. "
-            f"What is the remaining number?", missing)
+    return ((f"The average of {k} numbers is {m}. {k - 1} of them are {listed}. "
+             f"What is the remaining number?"), missing)
 
 
 def _gcd(a: int, b: int) -> int:

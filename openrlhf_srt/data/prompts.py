@@ -111,7 +111,7 @@ def _check_messages(value: Any, where: str) -> list[dict[str, str]]:
     for j, msg in enumerate(value):
         if not isinstance(msg, Mapping) or not isinstance(msg.get("role"), str) \
                 or not isinstance(msg.get("content"), str):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - ValueError is the documented contract
                 f"{where}: message {j} must be an object with string 'role' and 'content', "
                 f"got {msg!r:.80}"
             )
@@ -154,7 +154,8 @@ def load_prompt_file(
             break
         where = f"{path}: {where}"
         if not isinstance(rec, Mapping):
-            raise ValueError(f"{where}: expected an object, got {type(rec).__name__}")
+            raise ValueError(  # noqa: TRY004
+                f"{where}: expected an object, got {type(rec).__name__}")
         for key, what in ((input_key, "input_key"), (label_key, "label_key")):
             if key is not None and key not in rec:
                 raise ValueError(
@@ -166,7 +167,7 @@ def load_prompt_file(
         elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
             prompt = _check_messages(value, f"{where}, key {input_key!r}")
         else:
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004
                 f"{where}: key {input_key!r} must be a string or a list of chat messages, "
                 f"got {type(value).__name__}"
             )
@@ -270,7 +271,8 @@ def render_prompt(
             result = tokenizer.encode(result, add_special_tokens=False)
         return _as_token_ids(result, "apply_chat_template")
     if not isinstance(prompt, str):
-        raise ValueError("a chat-style prompt (list of messages) needs apply_chat_template=True")
+        raise ValueError(  # noqa: TRY004
+            "a chat-style prompt (list of messages) needs apply_chat_template=True")
     text = prompt if input_template is None else input_template.format(prompt)
     if system is not None:
         text = f"{system}\n\n{text}"
