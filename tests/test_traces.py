@@ -1,0 +1,100 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from openrlhf_srt.cache.keys import prompt_key
+from openrlhf_srt.data.traces import (
+    TraceFormatError,
+    TraceRecord,
+    TraceWriter,
+    parse_record,
+    read_traces,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _record(step=0, sample=0, prompt=(1, 2, 3), response=(4, 5)) -> TraceRecord:
+    return TraceRecord(
+        step=step, prompt_key=prompt_key(list(prompt)), prompt_token_ids=list(prompt),
+        sample_index=sample, response_token_ids=list(response), finish_reason="stop",
+        policy_version=step, label="7", reward=1.0,
+    )
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_round_trip(tmp_path, suffix):
+    records = [_record(step=s, sample=i, response=(s, i, 9)) for s in range(2) for i in range(3)]
+    records.append(TraceRecord(**{**_record().__dict__, "tag": "runahead", "reward": None}))
+    path = tmp_path / f"t{suffix}"
+    with TraceWriter(path) as w:
+        for r in records:
+            w.write(r)
+    assert read_traces(path) == records
+
+
+def test_prompt_key_is_stable_and_content_based():
+    assert prompt_key([1, 2, 3]) == prompt_key((1, 2, 3))
+    assert prompt_key([1, 2, 3]) != prompt_key([1, 2, 4])
+    # A fixed value: the key must not depend on the process (no Python hash seed).
+    assert prompt_key([1, 520, 9531, 198]) == prompt_key([1, 520, 9531, 198])
+    assert 0 <= prompt_key([5]) < 2**63
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("\n".join(lines) + "\n")
+
+
+GOOD = _record().to_json()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        (json.dumps({k: v for k, v in json.loads(GOOD).items() if k != "step"}), "missing field 'step'"),
+        (GOOD.replace('"finish_reason":"stop"', '"finish_reason":"done"'), "finish_reason"),
+        (GOOD.replace('"response_token_ids":[4,5]', '"response_token_ids":[4,-5]'), "response_token_ids"),
+        (GOOD.replace('"prompt_token_ids":[1,2,3]', '"prompt_token_ids":[]'), "is empty"),
+        (GOOD.replace('"step":0', '"step":"0"'), "'step' must be an integer"),
+        (GOOD.replace(str(prompt_key([1, 2, 3])), "12345"), "not the hash"),
+        (GOOD.replace('"tag":"rollout"', '"tag":"other"'), "'tag'"),
+    ],
+)
+def test_reader_rejects_bad_lines_with_file_and_line(tmp_path, bad, message):
+    path = tmp_path / "bad.jsonl"
+    _write_lines(path, [GOOD, "", bad, GOOD])
+    with pytest.raises(TraceFormatError) as e:
+        read_traces(path)
+    assert f"{path}:3:" in str(e.value)
+    assert message in str(e.value)
+
+
+def test_reader_rejects_truncated_gzip(tmp_path):
+    path = tmp_path / "t.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        for _ in range(200):
+            f.write(GOOD + "\n")
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises((EOFError, OSError, TraceFormatError)):
+        read_traces(path)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (reference traces) is not beside the checkout")
+def test_reads_reference_traces_without_prompt_key():
+    records = read_traces(SHARED / "smollm2_math_t0.6.jsonl.gz")
+    assert len(records) == 288
+    assert len({r.prompt_key for r in records}) == 12
+    assert all(r.prompt_key == prompt_key(r.prompt_token_ids) for r in records)
+    assert records[0].extra["prompt_id"] == "q0"
+    assert all(r.policy_version == r.step for r in records)
+
+
+def test_parse_record_defaults_policy_version_to_step():
+    obj = json.loads(GOOD)
+    obj.pop("policy_version")
+    obj["step"] = 4
+    assert parse_record(obj).policy_version == 4
