@@ -1,0 +1,71 @@
+"""Worker extension giving the engine-starting process a handle on the SRT proposer.
+
+vLLM mixes `worker_extension_cls="openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"`
+into its worker class; each method below runs in every worker through
+`LLM.collective_rpc("srt_...")` (one result per worker), between engine steps.
+
+`srt_bind` must run once after the engine started (start_srt_engine does it): it hands the
+model runner to the proposer, which reads request ids, prompt lengths and sampling params
+from it every step. Until then the proposer drafts nothing. The cache lives in the proposer,
+not in the model, so weight updates (load_weights / update_weights RPCs) leave it intact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SRTWorkerExtension:
+    """Methods callable with `LLM.collective_rpc`; `self` is vLLM's worker."""
+
+    def _srt_proposer(self):
+        from openrlhf_srt.vllm.proposer import SRTProposer
+
+        runner = getattr(self, "model_runner", None)
+        drafter = getattr(runner, "drafter", None)
+        if not isinstance(drafter, SRTProposer):
+            raise RuntimeError(
+                "this engine's drafter is not SRTProposer (start it with "
+                "openrlhf_srt.vllm.srt_engine.start_srt_engine or speculative_config "
+                "method='custom_class', model='openrlhf_srt.vllm.proposer.SRTProposer')"
+            )
+        return drafter
+
+    def srt_bind(self) -> bool:
+        """Give the proposer the model runner (request ids, prompt lengths, params)."""
+        p = self._srt_proposer()
+        p.bind(self.model_runner)
+        return True
+
+    def srt_stats(self, reset: bool = False) -> dict[str, Any]:
+        """Cache figures and the proposer's counters (drafts, draft tokens, accepted tokens
+        inferred from the next step's sampled tokens, time spent in propose)."""
+        p = self._srt_proposer()
+        s = p.stats()
+        if reset:
+            p.reset_counters()
+        return s
+
+    def srt_save(self, path: str) -> bool:
+        """Write a cache snapshot (between generate calls: running sequences are saved as
+        running)."""
+        self._srt_proposer().save(str(path))
+        return True
+
+    def srt_load(self, path: str) -> bool:
+        """Replace the cache by a snapshot."""
+        self._srt_proposer().load(str(path))
+        return True
+
+    def srt_clear(self) -> bool:
+        self._srt_proposer().clear()
+        return True
+
+    def srt_resize(self, byte_budget: int) -> bool:
+        self._srt_proposer().resize(int(byte_budget))
+        return True
+
+    def srt_set_step(self, step: int) -> bool:
+        """Training step recorded with sequences added from now on."""
+        self._srt_proposer().set_step(int(step))
+        return True
