@@ -1,0 +1,307 @@
+// Sequence lifecycle, the batched engine step, and drafting rules over the forest.
+#include "cache.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace srt {
+
+using std::to_string;
+
+void validate_tokens(const int32_t* toks, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i)
+    if (toks[i] < 0)
+      throw std::invalid_argument("token id " + to_string(toks[i]) + " at position " +
+                                  to_string(i) + " of " + what + " is negative");
+}
+
+Cache::Cache(const Config& cfg) : cfg_(cfg), global_(cfg.max_depth) {
+  if (cfg.max_depth < 2 || cfg.max_depth > kMaxDepthLimit)
+    throw std::invalid_argument("max_depth must be in [2, 255]");
+  if (cfg.rule < kPrompt || cfg.rule > kMerge) throw std::invalid_argument("unknown draft rule");
+}
+
+SeqInfo& Cache::seq_or_throw(int64_t seq) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) throw std::invalid_argument("unknown seq_id " + to_string(seq));
+  return it->second;
+}
+
+void Cache::remeasure(PromptEntry& e) {
+  size_t now = e.tree.bytes() + e.prompt.capacity() * sizeof(int32_t) +
+               e.seqs.capacity() * sizeof(int64_t) + sizeof(PromptEntry) + 48;
+  prompt_bytes_ = prompt_bytes_ + now - e.bytes;
+  e.bytes = now;
+}
+
+size_t Cache::total_bytes() const {
+  // Hash-map nodes: key + value + next pointer + cached hash, rounded to the allocator's 16.
+  size_t seq_node = (sizeof(int64_t) + sizeof(SeqInfo) + 16 + 15) / 16 * 16;
+  return sizeof(Cache) + prompt_bytes_ + global_.bytes() + seqs_.size() * seq_node +
+         seqs_.bucket_count() * sizeof(void*) + prompts_.size() * 32 +
+         prompts_.bucket_count() * sizeof(void*);
+}
+
+void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_t n,
+                         int64_t step, int tag) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (n == 0) throw std::invalid_argument("prompt_token_ids is empty");
+  if (n > kMaxSeqLen) throw std::invalid_argument("prompt_token_ids exceeds 16777215 tokens");
+  if (tag != kRollout && tag != kRunahead) throw std::invalid_argument("unknown tag");
+  validate_tokens(prompt, n, "prompt_token_ids");
+  if (seqs_.count(seq)) throw std::invalid_argument("duplicate seq_id " + to_string(seq));
+  auto it = prompts_.find(key);
+  if (it == prompts_.end()) {
+    auto e = std::make_unique<PromptEntry>(cfg_.max_depth);
+    e->prompt.assign(prompt, prompt + n);
+    it = prompts_.emplace(key, std::move(e)).first;
+  } else if (it->second->prompt.size() != n ||
+             !std::equal(prompt, prompt + n, it->second->prompt.begin())) {
+    throw std::invalid_argument("prompt_token_ids differ from the prompt cached under key " +
+                                to_string(key));
+  }
+  PromptEntry& e = *it->second;
+  e.tree.add_seq(seq);
+  e.tree.push(seq, prompt, n);
+  global_.add_seq(seq);
+  e.seqs.push_back(seq);
+  e.running += 1;
+  e.last_use = ++tick_;
+  seqs_[seq] = SeqInfo{key, step, tag, true, false};
+  remeasure(e);
+  enforce_budget();
+}
+
+void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
+  PromptEntry& e = entry(info.key);
+  e.tree.push(seq, toks, n);
+  global_.push(seq, toks, n);
+  e.last_use = ++tick_;
+  remeasure(e);
+}
+
+void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SeqInfo& info = seq_or_throw(seq);
+  if (!info.running) throw std::invalid_argument("seq_id " + to_string(seq) + " is finished");
+  validate_tokens(toks, n, "tokens");
+  if (info.detached || n == 0) return;
+  append(seq, info, toks, n);
+  enforce_budget();
+}
+
+void Cache::finish(int64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SeqInfo& info = seq_or_throw(seq);
+  if (!info.running)
+    throw std::invalid_argument("seq_id " + to_string(seq) + " is already finished");
+  if (info.detached) { seqs_.erase(seq); return; }
+  PromptEntry& e = entry(info.key);
+  e.tree.finish(seq);
+  global_.finish(seq);
+  e.running -= 1;
+  info.running = false;
+  remeasure(e);
+}
+
+void Cache::remove_locked(int64_t seq) {
+  SeqInfo& info = seqs_.at(seq);
+  if (info.detached) { seqs_.erase(seq); return; }
+  auto it = prompts_.find(info.key);
+  PromptEntry& e = *it->second;
+  e.tree.remove(seq);
+  global_.remove(seq);
+  e.seqs.erase(std::find(e.seqs.begin(), e.seqs.end(), seq));
+  if (info.running) e.running -= 1;
+  seqs_.erase(seq);
+  if (e.seqs.empty()) {
+    prompt_bytes_ -= e.bytes;
+    prompts_.erase(it);
+  } else {
+    remeasure(e);
+  }
+}
+
+void Cache::remove(int64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  seq_or_throw(seq);
+  remove_locked(seq);
+}
+
+size_t Cache::drop_steps_before(int64_t step) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> victims;
+  for (auto& [id, info] : seqs_)  // running sequences stay until they finish
+    if (info.step < step && !info.running) victims.push_back(id);
+  std::sort(victims.begin(), victims.end());
+  for (int64_t id : victims) remove_locked(id);
+  return victims.size();
+}
+
+void Cache::evict(uint64_t key) {
+  auto it = prompts_.find(key);
+  PromptEntry& e = *it->second;
+  for (int64_t seq : e.seqs) {
+    global_.remove(seq);
+    SeqInfo& info = seqs_.at(seq);
+    if (info.running) {
+      info.detached = true;
+      evicted_running_ += 1;
+    } else {
+      seqs_.erase(seq);
+    }
+  }
+  prompt_bytes_ -= e.bytes;
+  prompts_.erase(it);
+  evicted_prompts_ += 1;
+}
+
+// Least recently used prompts go first; a prompt with a running sequence only when the
+// idle ones are not enough (its sequences are then detached: no tree, no drafts).
+void Cache::enforce_budget() {
+  if (total_bytes() <= cfg_.byte_budget) return;
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<std::pair<uint64_t, uint64_t>> order;  // (last_use, key)
+    for (auto& [key, e] : prompts_)
+      if ((e->running == 0) == (pass == 0)) order.emplace_back(e->last_use, key);
+    std::sort(order.begin(), order.end());
+    for (auto& [use, key] : order) {
+      if (total_bytes() <= cfg_.byte_budget) return;
+      evict(key);
+    }
+  }
+}
+
+int Cache::match_cap(int budget) const {
+  return std::max(1, std::min(cfg_.max_depth - 1, cfg_.max_depth - budget));
+}
+
+DraftResult Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
+                              double min_prob, bool want_tree) const {
+  DraftResult r;
+  if (budget <= 0) return r;
+  Source src;
+  if (cfg_.rule == kBest) {
+    Source sa{a, pa, nullptr, Pos{}, 1.0}, sb{nullptr, Pos{}, b, pb, 1.0};
+    Chain ca, cb;
+    draft_chain(sa, budget, min_prob, ca);
+    draft_chain(sb, budget, min_prob, cb);
+    bool use_b = cb.score > ca.score || (!pa.valid() && pb.valid());
+    src = use_b ? sb : sa;
+    r.path = use_b ? std::move(cb) : std::move(ca);
+    r.match_len = use_b ? pb.depth : pa.depth;
+    r.source = (use_b ? pb : pa).valid() ? (use_b ? 1 : 0) : -1;
+  } else {
+    if (cfg_.rule != kGlobal) { src.a = a; src.pa = pa; }
+    if (cfg_.rule != kPrompt) { src.b = b; src.pb = pb; }
+    src.weight_b = cfg_.global_weight;
+    draft_chain(src, budget, min_prob, r.path);
+    bool va = src.pa.valid(), vb = src.pb.valid();
+    r.match_len = std::max(va ? src.pa.depth : 0u, vb ? src.pb.depth : 0u);
+    r.source = va && vb ? 2 : va ? 0 : vb ? 1 : -1;
+  }
+  if (want_tree) draft_tree(src, budget, min_prob, r.tree);
+  return r;
+}
+
+DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SeqInfo& info = seq_or_throw(seq);
+  if (!info.running)
+    throw std::invalid_argument("seq_id " + to_string(seq) + " is finished; only running "
+                                "sequences are drafted for (use draft_context)");
+  if (info.detached || max_tokens <= 0) return DraftResult{};
+  PromptEntry& e = entry(info.key);
+  e.last_use = ++tick_;
+  int cap = match_cap(max_tokens);
+  return make_draft(&e.tree, e.tree.locus_match(seq, cap), &global_,
+                    global_.locus_match(seq, cap), max_tokens, min_prob, want_tree);
+}
+
+DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
+                                 size_t response_start, int max_tokens, double min_prob,
+                                 bool want_tree) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (n == 0) throw std::invalid_argument("context_tokens is empty");
+  if (response_start > n) throw std::invalid_argument("response_start exceeds the context");
+  validate_tokens(ctx, n, "context_tokens");
+  if (max_tokens <= 0) return DraftResult{};
+  int cap = match_cap(max_tokens);
+  const Tree* a = nullptr;
+  Pos pa;
+  auto it = prompts_.find(key);
+  if (it != prompts_.end()) {
+    it->second->last_use = ++tick_;
+    a = &it->second->tree;
+    pa = a->context_match(ctx, n, cap);
+  }
+  Pos pb = global_.context_match(ctx + response_start, n - response_start, cap);
+  return make_draft(a, pa, &global_, pb, max_tokens, min_prob, want_tree);
+}
+
+void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
+                 const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Validate everything first so that a bad call changes nothing.
+  std::vector<SeqInfo*> infos(nseq);
+  size_t total = 0;
+  for (size_t i = 0; i < nseq; ++i) {
+    SeqInfo& info = seq_or_throw(seqs[i]);
+    if (!info.running) throw std::invalid_argument("seq_id " + to_string(seqs[i]) + " is finished");
+    if (counts[i] < 0) throw std::invalid_argument("new_token_counts[" + to_string(i) + "] is negative");
+    if (budgets[i] < 0) throw std::invalid_argument("budgets[" + to_string(i) + "] is negative");
+    total += static_cast<size_t>(counts[i]);
+    infos[i] = &info;
+  }
+  if (total != ntok)
+    throw std::invalid_argument("new_token_counts sum to " + to_string(total) + " but " +
+                                to_string(ntok) + " new tokens were given");
+  std::vector<int64_t> sorted(seqs, seqs + nseq);
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw std::invalid_argument("seq_ids contain a duplicate");
+  validate_tokens(toks, ntok, "new_tokens");
+  size_t off = 0;
+  for (size_t i = 0; i < nseq; ++i) {  // all appends first: siblings see this step's tokens
+    if (counts[i] > 0 && !infos[i]->detached) append(seqs[i], *infos[i], toks + off, counts[i]);
+    off += static_cast<size_t>(counts[i]);
+  }
+  enforce_budget();
+  out.offsets.assign(1, 0);
+  out.match_len.assign(nseq, 0);
+  out.score.assign(nseq, 0.0f);
+  out.source.assign(nseq, -1);
+  out.toks.clear();
+  out.probs.clear();
+  for (size_t i = 0; i < nseq; ++i) {
+    if (budgets[i] > 0 && !infos[i]->detached) {
+      PromptEntry& e = entry(infos[i]->key);
+      int cap = match_cap(budgets[i]);
+      DraftResult r = make_draft(&e.tree, e.tree.locus_match(seqs[i], cap), &global_,
+                                 global_.locus_match(seqs[i], cap), budgets[i], min_prob, false);
+      out.toks.insert(out.toks.end(), r.path.toks.begin(), r.path.toks.end());
+      out.probs.insert(out.probs.end(), r.path.probs.begin(), r.path.probs.end());
+      out.match_len[i] = r.match_len;
+      out.score[i] = static_cast<float>(r.path.score);
+      out.source[i] = static_cast<int8_t>(r.source);
+    }
+    out.offsets.push_back(static_cast<int64_t>(out.toks.size()));
+  }
+}
+
+void Cache::resize(uint64_t byte_budget) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cfg_.byte_budget = byte_budget;
+  enforce_budget();
+}
+
+void Cache::clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  prompts_.clear();
+  seqs_.clear();
+  global_ = Tree(cfg_.max_depth);
+  prompt_bytes_ = 0;
+}
+
+}  // namespace srt

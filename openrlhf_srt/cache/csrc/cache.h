@@ -1,0 +1,128 @@
+// The forest: one tree per prompt (prompt + responses), one global tree (responses of all
+// prompts), running sequences, the byte budget with LRU eviction of whole prompts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "draft.h"
+#include "tree.h"
+
+namespace srt {
+
+enum Rule : int { kPrompt = 0, kGlobal = 1, kBest = 2, kMerge = 3 };
+enum Tag : int { kRollout = 0, kRunahead = 1 };
+
+struct Config {
+  int max_depth = 32;
+  uint64_t byte_budget = 1ull << 30;
+  int rule = kBest;
+  double min_prob = 0.1;
+  int max_draft_tokens = 16;
+  double global_weight = 1.0;
+};
+
+struct DraftResult {
+  Chain path;
+  DraftTree tree;
+  int match_len = 0;
+  int source = -1;  // -1 none, 0 prompt tree, 1 global tree, 2 both pooled
+};
+
+struct StepOut {
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> toks;
+  std::vector<float> probs;
+  std::vector<int32_t> match_len;
+  std::vector<float> score;
+  std::vector<int8_t> source;
+};
+
+struct Stats {
+  size_t prompts = 0, sequences = 0, running = 0, detached = 0;
+  size_t nodes = 0, global_nodes = 0, bytes = 0, global_bytes = 0, tokens = 0;
+  size_t evicted_prompts = 0, evicted_running = 0;
+};
+
+struct PromptEntry {
+  std::vector<int32_t> prompt;
+  Tree tree;
+  uint64_t last_use = 0;
+  size_t running = 0;
+  size_t bytes = 0;  // tree.bytes() when last measured
+  std::vector<int64_t> seqs;
+  explicit PromptEntry(int depth) : tree(depth) {}
+};
+
+struct SeqInfo {
+  uint64_t key = 0;
+  int64_t step = 0;
+  int tag = kRollout;
+  bool running = true;
+  bool detached = false;  // its prompt was evicted while it ran
+};
+
+struct SeqExport {  // one registered sequence, for snapshots
+  int64_t id;
+  uint64_t key;
+  int64_t step;
+  int tag;
+  bool running;
+  std::vector<int32_t> response;
+};
+
+class Cache {
+ public:
+  explicit Cache(const Config& cfg);
+  const Config& config() const { return cfg_; }
+
+  void add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
+                    int tag);
+  void extend(int64_t seq, const int32_t* toks, size_t n);
+  void finish(int64_t seq);
+  void remove(int64_t seq);
+  size_t drop_steps_before(int64_t step);
+  DraftResult draft(int64_t seq, int max_tokens, double min_prob, bool want_tree);
+  DraftResult draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
+                            int max_tokens, double min_prob, bool want_tree);
+  void step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
+            const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out);
+  void resize(uint64_t byte_budget);
+  void clear();
+  Stats stats();
+  std::string check();
+  void dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& paths,
+            std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
+  void export_state(std::vector<std::pair<uint64_t, std::vector<int32_t>>>& prompts,
+                    std::vector<SeqExport>& seqs);
+
+ private:
+  SeqInfo& seq_or_throw(int64_t seq);
+  PromptEntry& entry(uint64_t key) { return *prompts_.at(key); }
+  void append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n);
+  void remove_locked(int64_t seq);
+  void remeasure(PromptEntry& e);
+  size_t total_bytes() const;
+  void enforce_budget();
+  void evict(uint64_t key);
+  DraftResult make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
+                         double min_prob, bool want_tree) const;
+  int match_cap(int budget) const;
+
+  std::mutex mu_;  // one lock for the whole forest; see docs/cache.md
+  Config cfg_;
+  Tree global_;
+  std::unordered_map<uint64_t, std::unique_ptr<PromptEntry>> prompts_;
+  std::unordered_map<int64_t, SeqInfo> seqs_;
+  uint64_t tick_ = 0;
+  size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
+  size_t evicted_prompts_ = 0, evicted_running_ = 0;
+};
+
+void validate_tokens(const int32_t* toks, size_t n, const char* what);
+
+}  // namespace srt

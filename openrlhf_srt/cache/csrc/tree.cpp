@@ -1,0 +1,322 @@
+// Online insertion and exact removal for the depth-bounded suffix tree (see tree.h).
+#include "tree.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace srt {
+
+Tree::Tree(int max_depth) : depth_(max_depth) {
+  if (max_depth < 1 || max_depth > kMaxDepthLimit)
+    throw std::invalid_argument("max_depth must be in [1, 255]");
+  nodes_.push_back(Node{-1, 0, 0, NIL, NIL, NIL, 0, 0});
+}
+
+uint32_t Tree::alloc() {
+  if (free_head_ != NIL) {
+    uint32_t n = free_head_;
+    free_head_ = nodes_[n].next_sibling;
+    --free_count_;
+    return n;
+  }
+  if (nodes_.size() >= NIL - 1) throw std::length_error("tree node index space exhausted");
+  if (nodes_.size() == nodes_.capacity()) nodes_.reserve(nodes_.size() + nodes_.size() / 2 + 16);
+  nodes_.push_back(Node{});
+  return static_cast<uint32_t>(nodes_.size() - 1);
+}
+
+void Tree::release(uint32_t n) {
+  nodes_[n] = Node{-1, 0, 0, NIL, free_head_, NIL, 0, 0};
+  free_head_ = n;
+  ++free_count_;
+}
+
+uint32_t Tree::child(uint32_t x, int32_t t, uint32_t* prev) const {
+  if (x == 0) return root_.find(t);
+  uint32_t p = NIL;
+  for (uint32_t c = nodes_[x].first_child; c != NIL; p = c, c = nodes_[c].next_sibling) {
+    if (nodes_[c].token == t) {
+      if (prev) *prev = p;
+      return c;
+    }
+  }
+  return NIL;
+}
+
+void Tree::link_sorted(uint32_t x, uint32_t c) {
+  nodes_[c].parent = x;
+  if (x == 0) { root_.insert(nodes_[c].token, c); return; }
+  uint32_t p = NIL, s = nodes_[x].first_child;
+  while (s != NIL && !before(c, s)) { p = s; s = nodes_[s].next_sibling; }
+  nodes_[c].next_sibling = s;
+  if (p == NIL) nodes_[x].first_child = c; else nodes_[p].next_sibling = c;
+}
+
+void Tree::unlink(uint32_t x, uint32_t c) {
+  if (x == 0) { root_.erase(nodes_[c].token); return; }
+  uint32_t p = NIL, s = nodes_[x].first_child;
+  while (s != c) { p = s; s = nodes_[s].next_sibling; }
+  if (p == NIL) nodes_[x].first_child = nodes_[c].next_sibling;
+  else nodes_[p].next_sibling = nodes_[c].next_sibling;
+  nodes_[c].next_sibling = NIL;
+}
+
+void Tree::replace_child(uint32_t x, uint32_t old_c, uint32_t new_c) {
+  nodes_[new_c].parent = x;
+  if (x == 0) { root_.set(nodes_[new_c].token, new_c); return; }
+  nodes_[new_c].next_sibling = nodes_[old_c].next_sibling;
+  if (nodes_[x].first_child == old_c) { nodes_[x].first_child = new_c; return; }
+  uint32_t s = nodes_[x].first_child;
+  while (nodes_[s].next_sibling != old_c) s = nodes_[s].next_sibling;
+  nodes_[s].next_sibling = new_c;
+}
+
+// c's count went up: move it towards the head if its predecessor now sorts after it.
+void Tree::promote(uint32_t x, uint32_t c, uint32_t prev) {
+  if (x == 0 || prev == NIL || !before(c, prev)) return;
+  nodes_[prev].next_sibling = nodes_[c].next_sibling;
+  link_sorted(x, c);
+}
+
+// c's count went down: move it towards the tail if its successor now sorts before it.
+void Tree::reposition(uint32_t x, uint32_t c) {
+  if (x == 0) return;
+  uint32_t nx = nodes_[c].next_sibling;
+  if (nx == NIL || !before(nx, c)) return;
+  unlink(x, c);
+  link_sorted(x, c);
+}
+
+// A node with one child and no occurrence ending at it is not canonical: the child
+// absorbs its edge (the child keeps its index, so running loci pointing at it stay valid).
+void Tree::maybe_merge(uint32_t x) {
+  if (x == 0) return;
+  Node& X = nodes_[x];
+  if (X.count != X.cont || X.first_child == NIL) return;
+  uint32_t c = X.first_child;
+  Node& C = nodes_[c];
+  if (C.next_sibling != NIL) return;
+  C.token = X.token;
+  C.set_ref(C.ref_idx() - X.len(), C.len() + X.len());
+  replace_child(X.parent, x, c);
+  release(x);
+}
+
+// Our occurrence of path(x) is followed by token t (at index p of text `slot`): count the
+// longer occurrence and return the node where it now ends.
+uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
+  if (x == 0) nodes_[0].count += 1;
+  nodes_[x].cont += 1;
+  uint32_t prev = NIL;
+  uint32_t c = child(x, t, &prev);
+  if (c == NIL) {
+    Node& X = nodes_[x];
+    if (x != 0 && X.first_child == NIL && X.count == 1) {  // a leaf only we pass: grow it
+      X.cont -= 1;
+      uint32_t len = X.len() + 1;
+      X.ref_seq = slot;
+      X.set_ref(p + 1 - len, len);
+      return x;
+    }
+    uint32_t n = alloc();
+    nodes_[n] = Node{t, 1, 0, NIL, NIL, x, slot, 0};
+    nodes_[n].set_ref(p, 1);
+    link_sorted(x, n);
+    return n;
+  }
+  if (nodes_[c].len() == 1) {
+    nodes_[c].count += 1;
+    promote(x, c, prev);
+    maybe_merge(x);
+    return c;
+  }
+  Node& X = nodes_[x];
+  Node& C = nodes_[c];
+  if (x != 0 && X.count == X.cont && X.first_child == c && C.next_sibling == NIL) {
+    // We were the only occurrence ending at x and x has this one child: slide the
+    // boundary one token down instead of splitting (the common lockstep case).
+    uint32_t xl = X.len();
+    X.ref_seq = C.ref_seq;
+    X.set_ref(C.ref_idx() - xl, xl + 1);
+    X.cont -= 1;
+    C.set_ref(C.ref_idx() + 1, C.len() - 1);
+    C.token = edge_tok(C, 0);
+    return x;
+  }
+  uint32_t m = alloc();  // split c after its first token
+  Node& C2 = nodes_[c];
+  nodes_[m] = Node{C2.token, C2.count + 1, C2.count, c, NIL, x, C2.ref_seq, 0};
+  nodes_[m].set_ref(C2.ref_idx(), 1);
+  C2.set_ref(C2.ref_idx() + 1, C2.len() - 1);
+  C2.token = edge_tok(C2, 0);
+  replace_child(x, c, m);
+  nodes_[c].parent = m;
+  nodes_[c].next_sibling = NIL;
+  promote(x, m, prev);
+  maybe_merge(x);
+  return m;
+}
+
+void Tree::add_seq(int64_t id) {
+  if (has(id)) throw std::invalid_argument("sequence " + std::to_string(id) + " exists");
+  if (seqs_.size() >= NIL - 1) throw std::length_error("too many sequences in one tree");
+  slot_of_[id] = static_cast<uint32_t>(seqs_.size());
+  seqs_.emplace_back();
+  TSeq& s = seqs_.back();
+  s.id = id;
+  s.loci.assign(depth_ > 1 ? depth_ - 1 : 0, NIL);
+  seq_bytes_ += s.loci.capacity() * sizeof(uint32_t);
+}
+
+void Tree::note_seq_bytes(TSeq& s, size_t before) {
+  size_t after = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  seq_bytes_ = seq_bytes_ + after - before;
+}
+
+void Tree::push(int64_t id, const int32_t* toks, size_t n) {
+  uint32_t slot = slot_of_.at(id);
+  TSeq& s = seqs_[slot];
+  if (!s.running) throw std::invalid_argument("sequence " + std::to_string(id) + " is finished");
+  if (s.toks.size() + n > kMaxSeqLen)
+    throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds 16777215 tokens");
+  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  s.toks.reserve(s.toks.size() + n);
+  const size_t keep = s.loci.size();  // loci kept: depths 1..max_depth-1
+  for (size_t k = 0; k < n; ++k) {
+    const int32_t t = toks[k];
+    const uint32_t p = static_cast<uint32_t>(s.toks.size());
+    s.toks.push_back(t);
+    size_t dmax = std::min<size_t>(p, keep);
+    for (size_t d = dmax; d >= 1; --d) {
+      uint32_t nx = extend(s.loci[d - 1], slot, p, t);
+      if (d < keep) s.loci[d] = nx;
+    }
+    uint32_t first = extend(0, slot, p, t);
+    if (keep) s.loci[0] = first;
+  }
+  live_tokens_ += n;
+  note_seq_bytes(s, before);
+}
+
+void Tree::finish(int64_t id) {
+  TSeq& s = seqs_[slot_of_.at(id)];
+  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  s.running = false;
+  std::vector<uint32_t>().swap(s.loci);
+  s.toks.shrink_to_fit();
+  note_seq_bytes(s, before);
+}
+
+void Tree::subtract_path(const std::vector<int32_t>& toks, size_t start, size_t end) {
+  uint32_t path[kMaxDepthLimit + 1];
+  int k = 0;
+  size_t depth = 0;
+  uint32_t node = 0;
+  while (start + depth < end) {
+    node = child(node, toks[start + depth], nullptr);
+    if (node == NIL) throw std::logic_error("tree corrupt: removed path not found");
+    path[k++] = node;
+    depth += nodes_[node].len();
+  }
+  if (start + depth != end) throw std::logic_error("tree corrupt: removed path ends mid-edge");
+  nodes_[0].count -= 1;
+  nodes_[0].cont -= 1;
+  for (int j = 0; j < k; ++j) {
+    nodes_[path[j]].count -= 1;
+    if (j + 1 < k) nodes_[path[j]].cont -= 1;
+  }
+  for (int j = k - 1; j >= 0; --j) {  // bottom-up: children are fixed before parents
+    uint32_t n = path[j];
+    uint32_t parent = j > 0 ? path[j - 1] : 0;
+    if (nodes_[n].count == 0) {
+      unlink(parent, n);
+      release(n);
+    } else {
+      reposition(parent, n);
+      maybe_merge(n);
+    }
+  }
+}
+
+void Tree::remove(int64_t id) {
+  auto it = slot_of_.find(id);
+  if (it == slot_of_.end()) throw std::invalid_argument("unknown sequence " + std::to_string(id));
+  TSeq& s = seqs_[it->second];
+  const size_t n = s.toks.size();
+  for (size_t i = 0; i < n; ++i) subtract_path(s.toks, i, std::min<size_t>(i + depth_, n));
+  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  std::vector<uint32_t>().swap(s.loci);
+  note_seq_bytes(s, before);
+  s.alive = false;
+  s.running = false;
+  slot_of_.erase(it);
+  live_tokens_ -= n;
+  dead_tokens_ += n;
+  // Removed texts stay while edges may still reference them; rebuild once they dominate.
+  if (dead_tokens_ > live_tokens_ || slot_of_.empty()) compact();
+}
+
+// Rebuild from the live texts: drops dead texts and their references, shrinks the arrays.
+void Tree::compact() {
+  Tree fresh(depth_);
+  fresh.seqs_.reserve(slot_of_.size());
+  for (TSeq& s : seqs_) {
+    if (!s.alive) continue;
+    fresh.add_seq(s.id);
+    fresh.push(s.id, s.toks.data(), s.toks.size());
+    if (!s.running) fresh.finish(s.id);
+  }
+  fresh.nodes_.shrink_to_fit();
+  *this = std::move(fresh);
+}
+
+Pos Tree::locus_match(int64_t id, int cap) const {
+  const TSeq& s = seqs_[slot_of_.at(id)];
+  size_t dmax = std::min<size_t>({s.toks.size(), s.loci.size(), static_cast<size_t>(cap)});
+  for (size_t d = dmax; d >= 1; --d) {
+    const Node& n = nodes_[s.loci[d - 1]];
+    if (n.cont > 0) return Pos{s.loci[d - 1], n.len(), static_cast<uint32_t>(d)};
+  }
+  return Pos{};
+}
+
+Pos Tree::context_match(const int32_t* ctx, size_t n, int cap) const {
+  size_t lmax = std::min<size_t>({n, static_cast<size_t>(cap), static_cast<size_t>(depth_ - 1)});
+  for (size_t L = lmax; L >= 1; --L) {
+    const int32_t* q = ctx + (n - L);
+    uint32_t node = root_.find(q[0]);
+    uint32_t off = 1;
+    bool ok = node != NIL;
+    for (size_t i = 1; ok && i < L; ++i) {
+      if (off < nodes_[node].len()) {
+        ok = edge_tok(nodes_[node], off) == q[i];
+        ++off;
+      } else {
+        node = child(node, q[i], nullptr);
+        ok = node != NIL;
+        off = 1;
+      }
+    }
+    if (!ok) continue;
+    Pos p{node, off, static_cast<uint32_t>(L)};
+    if (denom(p) > 0) return p;
+  }
+  return Pos{};
+}
+
+uint32_t Tree::denom(const Pos& p) const {
+  if (!p.valid()) return 0;
+  const Node& n = nodes_[p.node];
+  if (p.node != 0 && p.off < n.len()) return n.count;
+  if (p.depth >= static_cast<uint32_t>(depth_)) return 0;
+  return n.cont;
+}
+
+size_t Tree::bytes() const {
+  size_t map_bytes = slot_of_.bucket_count() * sizeof(void*) + slot_of_.size() * 32;
+  return sizeof(Tree) + nodes_.capacity() * sizeof(Node) + root_.bytes() +
+         seqs_.capacity() * sizeof(TSeq) + seq_bytes_ + map_bytes;
+}
+
+}  // namespace srt

@@ -1,0 +1,97 @@
+// Invariant checks and a full dump of the tree, used by the tests (not on any hot path).
+#include <string>
+#include <vector>
+
+#include "tree.h"
+
+namespace srt {
+
+#define SRT_REQUIRE(cond)                                                                  \
+  do {                                                                                     \
+    if (!(cond)) return "node " + std::to_string(n) + ": violated " + std::string(#cond); \
+  } while (0)
+
+std::string Tree::check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& path) const {
+  const Node& x = nodes_[n];
+  SRT_REQUIRE(x.parent == parent);
+  SRT_REQUIRE(x.count > 0);
+  SRT_REQUIRE(x.len() >= 1);
+  SRT_REQUIRE(x.ref_seq < seqs_.size());
+  const std::vector<int32_t>& ref = seqs_[x.ref_seq].toks;
+  const size_t depth = path.size() + x.len();
+  SRT_REQUIRE(depth <= static_cast<size_t>(depth_));
+  SRT_REQUIRE(x.ref_idx() + x.len() <= ref.size());
+  SRT_REQUIRE(x.ref_idx() >= path.size());
+  for (size_t i = 0; i < path.size(); ++i)  // the reference is an occurrence of the whole path
+    SRT_REQUIRE(ref[x.ref_idx() - path.size() + i] == path[i]);
+  SRT_REQUIRE(ref[x.ref_idx()] == x.token);
+  uint64_t sum = 0;
+  size_t kids = 0;
+  for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling) {
+    sum += nodes_[c].count;
+    ++kids;
+    if (nodes_[c].next_sibling != NIL) SRT_REQUIRE(before(c, nodes_[c].next_sibling));
+  }
+  SRT_REQUIRE(sum == x.cont);
+  SRT_REQUIRE(x.count >= x.cont);
+  SRT_REQUIRE(kids >= 2 || x.count > x.cont);  // canonical
+  for (uint32_t k = 0; k < x.len(); ++k) path.push_back(ref[x.ref_idx() + k]);
+  for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling) {
+    std::string err = check_node(c, n, path);
+    if (!err.empty()) return err;
+  }
+  path.resize(path.size() - x.len());
+  return "";
+}
+
+std::string Tree::check() const {
+  uint32_t n = 0;
+  const Node& root = nodes_[0];
+  SRT_REQUIRE(root.count == root.cont);
+  SRT_REQUIRE(root.count == live_tokens_);
+  uint64_t sum = 0;
+  std::string err;
+  std::vector<int32_t> path;
+  root_.for_each([&](int32_t t, uint32_t c) {
+    sum += nodes_[c].count;
+    if (nodes_[c].token != t) err = "root map key differs from child token";
+    if (err.empty()) err = check_node(c, 0, path);
+    return err.empty();
+  });
+  if (!err.empty()) return err;
+  SRT_REQUIRE(sum == root.cont);
+  size_t free_seen = 0;
+  for (uint32_t f = free_head_; f != NIL; f = nodes_[f].next_sibling) ++free_seen;
+  SRT_REQUIRE(free_seen == free_count_);
+  for (const TSeq& s : seqs_) {
+    if (!s.alive || !s.running) continue;
+    size_t dmax = std::min(s.toks.size(), s.loci.size());
+    for (size_t d = 1; d <= dmax; ++d) {  // each locus ends an occurrence of the suffix
+      n = s.loci[d - 1];
+      SRT_REQUIRE(n < nodes_.size() && nodes_[n].count > nodes_[n].cont);
+    }
+  }
+  return "";
+}
+
+void Tree::dump(std::vector<std::vector<int32_t>>& paths, std::vector<uint32_t>& counts,
+                std::vector<uint32_t>& conts) const {
+  std::vector<std::pair<uint32_t, std::vector<int32_t>>> stack;
+  root_.for_each([&](int32_t, uint32_t c) {
+    stack.push_back({c, {}});
+    return true;
+  });
+  while (!stack.empty()) {
+    auto [n, prefix] = std::move(stack.back());
+    stack.pop_back();
+    const Node& x = nodes_[n];
+    for (uint32_t k = 0; k < x.len(); ++k) prefix.push_back(edge_tok(x, k));
+    paths.push_back(prefix);
+    counts.push_back(x.count);
+    conts.push_back(x.cont);
+    for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling)
+      stack.push_back({c, prefix});
+  }
+}
+
+}  // namespace srt

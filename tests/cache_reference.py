@@ -1,0 +1,163 @@
+"""A small pure-Python reference of the tree cache's counting and drafting rules.
+
+Uncompressed and slow on purpose: every substring of length <= max_depth of every text is
+counted in a dict, and drafting follows docs/cache.md literally. The native core must give
+the same node set, counts and drafts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+
+RULES = ("prompt", "global", "best", "merge")
+
+
+class RefTree:
+    def __init__(self, max_depth: int):
+        self.depth = max_depth
+        self.count: dict[tuple, int] = defaultdict(int)
+        self.nexts: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+
+    @classmethod
+    def build(cls, texts, max_depth):
+        t = cls(max_depth)
+        for text in texts:
+            t.add(list(text))
+        return t
+
+    def add(self, text):
+        n = len(text)
+        for i in range(n):
+            for j in range(i + 1, min(i + self.depth, n) + 1):
+                u = tuple(text[i:j])
+                self.count[u] += 1
+                self.nexts[u[:-1]][u[-1]] += 1
+
+    def cont(self, u) -> int:
+        if len(u) >= self.depth:
+            return 0
+        return sum(self.nexts[u].values()) if u in self.nexts else 0
+
+    def children(self, u):
+        """[(token, count)] sorted by count desc, token asc."""
+        if len(u) >= self.depth or u not in self.nexts:
+            return []
+        return sorted(((t, c) for t, c in self.nexts[u].items() if c > 0), key=lambda x: (-x[1], x[0]))
+
+    def nodes(self) -> dict[tuple, tuple[int, int]]:
+        """The canonical node set: a branch, or some occurrence ends here."""
+        out = {}
+        for u, c in self.count.items():
+            if c == 0:
+                continue
+            k = self.cont(u)
+            if k < c or len(self.children(u)) >= 2:
+                out[u] = (c, k)
+        return out
+
+    def match(self, ctx, cap):
+        for L in range(min(len(ctx), cap, self.depth - 1), 0, -1):
+            u = tuple(ctx[len(ctx) - L :])
+            if self.count.get(u, 0) > 0 and self.cont(u) > 0:
+                return u
+        return None
+
+
+def candidates(ta, ua, tb, ub, w):
+    """[(token, p, ua', ub')] sorted by p desc, token asc."""
+    da = ta.cont(ua) if ua is not None else 0
+    db = tb.cont(ub) if ub is not None else 0
+    if da == 0 and db == 0:
+        return []
+    ca = dict(ta.children(ua)) if da else {}
+    cb = dict(tb.children(ub)) if db else {}
+    out = []
+    for t in set(ca) | set(cb):
+        if da and db:
+            p = (ca.get(t, 0) + w * cb.get(t, 0)) / (da + w * db)
+        elif da:
+            p = ca[t] / da
+        else:
+            p = cb[t] / db
+        na = ua + (t,) if t in ca else None
+        nb = ub + (t,) if t in cb else None
+        out.append((t, p, na, nb))
+    out.sort(key=lambda x: (-x[1], x[0]))
+    return out
+
+
+def chain(ta, ua, tb, ub, w, budget, min_prob):
+    toks, probs, score, prob = [], [], 0.0, 1.0
+    for _ in range(budget):
+        c = candidates(ta, ua, tb, ub, w)
+        if not c:
+            break
+        q = prob * c[0][1]
+        if q < min_prob:
+            break
+        prob = q
+        toks.append(c[0][0])
+        probs.append(q)
+        score += q
+        ua, ub = c[0][2], c[0][3]
+    return toks, probs, score
+
+
+def tree(ta, ua, tb, ub, w, budget, min_prob):
+    heap, seq = [], 0
+    toks, parents, probs = [], [], []
+
+    def push(ua, ub, prob, parent):
+        nonlocal seq
+        for t, p, na, nb in candidates(ta, ua, tb, ub, w):
+            heapq.heappush(heap, (-(prob * p), seq, t, parent, na, nb))
+            seq += 1
+
+    if budget <= 0:
+        return toks, parents, probs
+    push(ua, ub, 1.0, -1)
+    while heap and len(toks) < budget:
+        negq, _, t, parent, na, nb = heapq.heappop(heap)
+        if -negq < min_prob:
+            break
+        toks.append(t)
+        parents.append(parent)
+        probs.append(-negq)
+        if len(toks) < budget:
+            push(na, nb, -negq, len(toks) - 1)
+    return toks, parents, probs
+
+
+def draft(ptree, gtree, context, response_start, *, rule, max_depth, budget, min_prob, w=1.0):
+    """Returns (path tokens, path probs, tree tokens, parents, tree probs, match_len, source)."""
+    empty = RefTree(max_depth)
+    if budget <= 0:
+        return [], [], [], [], [], 0, None
+    cap = max(1, min(max_depth - 1, max_depth - budget))
+    ua = ptree.match(context, cap) if ptree is not None else None
+    ub = gtree.match(context[response_start:], cap)
+    ptree = ptree if ptree is not None else empty
+    if rule == "best":
+        ca = chain(ptree, ua, empty, None, w, budget, min_prob)
+        cb = chain(empty, None, gtree, ub, w, budget, min_prob)
+        use_b = cb[2] > ca[2] or (ua is None and ub is not None)
+        if use_b:
+            src = (empty, None, gtree, ub)
+            path, m, source = cb, len(ub) if ub else 0, "global" if ub else None
+        else:
+            src = (ptree, ua, empty, None)
+            path, m, source = ca, len(ua) if ua else 0, "prompt" if ua else None
+    else:
+        if rule == "global":
+            ua = None
+        if rule == "prompt":
+            ub = None
+        src = (ptree, ua, gtree, ub)
+        path = chain(*src, w, budget, min_prob)
+        m = max(len(ua) if ua else 0, len(ub) if ub else 0)
+        source = {(1, 1): "merged", (1, 0): "prompt", (0, 1): "global", (0, 0): None}[
+            (ua is not None, ub is not None)
+        ]
+    t = tree(*src, w, budget, min_prob)
+    return path[0], path[1], t[0], t[1], t[2], m, source
