@@ -1,0 +1,158 @@
+"""Replay rollout traces with model-free drafters and compare cache designs (docs/replay.md).
+
+    python tools/replay.py ../shared/data/smollm2_math_t0.6.jsonl.gz \
+        ../shared/data/smollm2_math_t1.0.jsonl.gz --plot replay.png
+
+prints, per trace file, tokens per verification step (mean accepted + 1), hit rate, acceptance
+rate and draft tokens per step for each strategy, and plots tokens per step against response
+position (one panel per trace file, one line per strategy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from openrlhf_srt.data.traces import read_traces
+from openrlhf_srt.drafting.backends import BACKENDS
+from openrlhf_srt.drafting.simulate import Result, replay
+from openrlhf_srt.drafting.strategies import STRATEGIES, Common, describe, make_strategies
+
+DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                   help=f"comma-separated, from: {', '.join(STRATEGIES)}")
+    p.add_argument("--backend", default="python", choices=BACKENDS,
+                   help="suffix tree implementation for the tree strategies")
+    p.add_argument("--order", default="engine", choices=("engine", "sync"),
+                   help="when a sequence's new tokens reach the caches within a round")
+    p.add_argument("--max-depth", type=int, default=Common.max_depth)
+    p.add_argument("--budget", type=int, default=Common.budget, help="draft tokens per step")
+    p.add_argument("--min-prob", type=float, default=Common.min_prob)
+    p.add_argument("--factor", type=float, default=Common.factor,
+                   help="draft at most factor x match length tokens")
+    p.add_argument("--prompts", type=int, default=0,
+                   help="replay only the first N prompts of each file (0: all)")
+    p.add_argument("--bucket", type=int, default=32, help="response positions per plot bucket")
+    p.add_argument("--plot", type=Path, help="write the PNG plot here")
+    p.add_argument("--json", type=Path, help="write all figures as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not args.strategies:
+        p.error("--strategies is empty")
+    for name in ("max_depth", "budget", "prompts", "bucket"):
+        if getattr(args, name) < (0 if name in ("budget", "prompts") else 1):
+            p.error(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
+    return args
+
+
+def load(path: Path, prompts: int):
+    if not path.is_file():
+        raise FileNotFoundError(f"trace file not found: {path}")
+    records = read_traces(path)
+    if not records:
+        raise ValueError(f"{path}: the trace has no records")
+    if prompts:
+        keep: list[int] = []
+        for r in records:
+            if r.prompt_key not in keep and len(keep) < prompts:
+                keep.append(r.prompt_key)
+        records = [r for r in records if r.prompt_key in keep]
+    return records
+
+
+def table(results: list[Result]) -> str:
+    steps = sorted({s for r in results for s in r.by_step})
+    head = (f"{'strategy':<14} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
+            + " ".join(f"{'step' + str(s):>7}" for s in steps))
+    lines = [head, "-" * len(head)]
+    for r in results:
+        t = r.total
+        per = " ".join(f"{r.by_step[s].tokens_per_step:>7.3f}" for s in steps)
+        lines.append(f"{r.strategy:<14} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
+                     f"{t.acceptance:>7.3f} {t.draft_per_step:>8.2f} {per}")
+    return "\n".join(lines)
+
+
+def to_json(results: list[Result]) -> list[dict]:
+    def stats(s):
+        return {"tokens_per_step": s.tokens_per_step, "hit_rate": s.hit_rate,
+                "acceptance": s.acceptance, "draft_per_step": s.draft_per_step,
+                "steps": s.steps, "tokens": s.tokens}
+
+    return [{"strategy": r.strategy, "settings": r.settings, "total": stats(r.total),
+             "by_step": {str(k): stats(v) for k, v in sorted(r.by_step.items())},
+             "by_position": {str(k * r.bucket): stats(v) for k, v in sorted(r.by_position.items())}}
+            for r in results]
+
+
+def plot(all_results: list[tuple[Path, list[Result]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(6 * len(all_results), 4.2),
+                             squeeze=False, sharey=True)
+    for ax, (trace, results) in zip(axes[0], all_results):
+        for r in results:
+            keys = sorted(r.by_position)
+            xs = [k * r.bucket + r.bucket / 2 for k in keys]
+            ys = [r.by_position[k].tokens_per_step for k in keys]
+            ax.plot(xs, ys, marker="o", markersize=3, label=f"{r.strategy} "
+                    f"({r.total.tokens_per_step:.2f})")
+        ax.set_title(trace.name)
+        ax.set_xlabel(f"response position (buckets of {results[0].bucket} tokens)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("tokens per verification step")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    common = Common(args.max_depth, args.budget, args.min_prob, args.factor)
+    try:
+        strategies = make_strategies(args.strategies, args.backend, common)
+        inputs = [(Path(t), load(Path(t), args.prompts)) for t in args.traces]
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"replay: error: {e}", file=sys.stderr)
+        return 2
+    print(f"backend {args.backend}, order {args.order}")
+    for s in strategies:
+        print(f"  {s.name}: {describe(s.name)}")
+        print("    " + ", ".join(f"{k}={v}" for k, v in s.settings().items()))
+    all_results = []
+    for path, records in inputs:
+        try:
+            results = replay(records, strategies, order=args.order, bucket=args.bucket,
+                             progress=not args.quiet)
+        except ValueError as e:
+            print(f"replay: error: {path}: {e}", file=sys.stderr)
+            return 2
+        n = len({(r.step, r.prompt_key) for r in records})
+        print(f"\n{path.name}: {len(records)} responses, {n} prompt-steps, "
+              f"{sum(len(r.response_token_ids) for r in records)} tokens")
+        print(table(results))
+        all_results.append((path, results))
+    if args.plot:
+        plot(all_results, args.plot)
+        print(f"\nplot: {args.plot}")
+    if args.json:
+        args.json.write_text(json.dumps({str(p): to_json(r) for p, r in all_results}, indent=1))
+        print(f"json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
