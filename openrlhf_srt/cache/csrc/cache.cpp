@@ -177,19 +177,23 @@ int Cache::match_cap(int budget) const {
   return std::max(1, std::min(cfg_.max_depth - 1, cfg_.max_depth - budget));
 }
 
-DraftResult Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
-                              double min_prob, bool want_tree) const {
-  DraftResult r;
-  if (budget <= 0) return r;
+void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
+                       double min_prob, bool want_tree, DraftResult& r) {
+  r.path.toks.clear();
+  r.path.probs.clear();
+  r.path.score = 0.0;
+  r.tree = DraftTree{};
+  r.match_len = 0;
+  r.source = -1;
+  if (budget <= 0) return;
   Source src;
   if (cfg_.rule == kBest) {
     Source sa{a, pa, nullptr, Pos{}, 1.0}, sb{nullptr, Pos{}, b, pb, 1.0};
-    Chain ca, cb;
-    draft_chain(sa, budget, min_prob, ca);
-    draft_chain(sb, budget, min_prob, cb);
-    bool use_b = cb.score > ca.score || (!pa.valid() && pb.valid());
+    draft_chain(sa, budget, min_prob, r.path);
+    draft_chain(sb, budget, min_prob, alt_);
+    bool use_b = alt_.score > r.path.score || (!pa.valid() && pb.valid());
+    if (use_b) std::swap(r.path, alt_);
     src = use_b ? sb : sa;
-    r.path = use_b ? std::move(cb) : std::move(ca);
     r.match_len = use_b ? pb.depth : pa.depth;
     r.source = (use_b ? pb : pa).valid() ? (use_b ? 1 : 0) : -1;
   } else {
@@ -202,7 +206,6 @@ DraftResult Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int 
     r.source = va && vb ? 2 : va ? 0 : vb ? 1 : -1;
   }
   if (want_tree) draft_tree(src, budget, min_prob, r.tree);
-  return r;
 }
 
 DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
@@ -215,8 +218,10 @@ DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want
   PromptEntry& e = entry(info.key);
   e.last_use = ++tick_;
   int cap = match_cap(max_tokens);
-  return make_draft(&e.tree, e.tree.locus_match(seq, cap), &global_,
-                    global_.locus_match(seq, cap), max_tokens, min_prob, want_tree);
+  DraftResult r;
+  make_draft(&e.tree, e.tree.locus_match(seq, cap), &global_, global_.locus_match(seq, cap),
+             max_tokens, min_prob, want_tree, r);
+  return r;
 }
 
 DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
@@ -237,7 +242,9 @@ DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
     pa = a->context_match(ctx, n, cap);
   }
   Pos pb = global_.context_match(ctx + response_start, n - response_start, cap);
-  return make_draft(a, pa, &global_, pb, max_tokens, min_prob, want_tree);
+  DraftResult r;
+  make_draft(a, pa, &global_, pb, max_tokens, min_prob, want_tree, r);
+  return r;
 }
 
 void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
@@ -278,8 +285,9 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
     if (budgets[i] > 0 && !infos[i]->detached) {
       PromptEntry& e = entry(infos[i]->key);
       int cap = match_cap(budgets[i]);
-      DraftResult r = make_draft(&e.tree, e.tree.locus_match(seqs[i], cap), &global_,
-                                 global_.locus_match(seqs[i], cap), budgets[i], min_prob, false);
+      DraftResult& r = scratch_;
+      make_draft(&e.tree, e.tree.locus_match(seqs[i], cap), &global_,
+                 global_.locus_match(seqs[i], cap), budgets[i], min_prob, false, r);
       out.toks.insert(out.toks.end(), r.path.toks.begin(), r.path.toks.end());
       out.probs.insert(out.probs.end(), r.path.probs.begin(), r.path.probs.end());
       out.match_len[i] = r.match_len;

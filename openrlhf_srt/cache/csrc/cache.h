@@ -109,8 +109,8 @@ class Cache {
   size_t total_bytes() const;
   void enforce_budget();
   void evict(uint64_t key);
-  DraftResult make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
-                         double min_prob, bool want_tree) const;
+  void make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget, double min_prob,
+                  bool want_tree, DraftResult& r);
   int match_cap(int budget) const;
 
   std::mutex mu_;  // one lock for the whole forest; see docs/cache.md
@@ -121,6 +121,8 @@ class Cache {
   uint64_t tick_ = 0;
   size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
   size_t evicted_prompts_ = 0, evicted_running_ = 0;
+  Chain alt_;             // scratch for rule "best" (guarded by mu_)
+  DraftResult scratch_;   // scratch for step()
 };
 
 void validate_tokens(const int32_t* toks, size_t n, const char* what);

@@ -72,7 +72,36 @@ void candidates(const Source& src, const State& s, size_t limit, std::vector<Can
 }  // namespace
 
 void draft_chain(const Source& src, int budget, double min_prob, Chain& out) {
-  out = Chain{};
+  out.toks.clear();
+  out.probs.clear();
+  out.score = 0.0;
+  if (budget <= 0) return;
+  const bool one_tree = !(src.a && src.pa.valid() && src.b && src.pb.valid());
+  if (one_tree) {  // hot path: the head of each sibling list is the argmax
+    const Tree* t = (src.a && src.pa.valid()) ? src.a : src.b;
+    Pos p = (src.a && src.pa.valid()) ? src.pa : src.pb;
+    if (!t || !p.valid()) return;
+    double prob = 1.0;
+    for (int k = 0; k < budget; ++k) {
+      const uint32_t d = t->denom(p);
+      if (d == 0) break;
+      int32_t tok = 0;
+      uint32_t cnt = 0;
+      Pos np;
+      t->for_each_next(p, [&](int32_t tk, uint32_t c, const Pos& q) {
+        tok = tk, cnt = c, np = q;
+        return false;
+      });
+      double q = prob * (cnt / static_cast<double>(d));
+      if (q < min_prob) break;
+      prob = q;
+      out.toks.push_back(tok);
+      out.probs.push_back(static_cast<float>(q));
+      out.score += q;
+      p = np;
+    }
+    return;
+  }
   State s{src.pa, src.pb};
   double prob = 1.0;
   std::vector<Cand> c;

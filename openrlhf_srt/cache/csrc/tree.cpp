@@ -188,6 +188,8 @@ void Tree::push(int64_t id, const int32_t* toks, size_t n) {
     const uint32_t p = static_cast<uint32_t>(s.toks.size());
     s.toks.push_back(t);
     size_t dmax = std::min<size_t>(p, keep);
+    // The loci are scattered nodes: fetch them all before walking (memory-level parallelism).
+    for (size_t d = dmax; d >= 1; --d) __builtin_prefetch(&nodes_[s.loci[d - 1]]);
     for (size_t d = dmax; d >= 1; --d) {
       uint32_t nx = extend(s.loci[d - 1], slot, p, t);
       if (d < keep) s.loci[d] = nx;

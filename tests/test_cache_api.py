@@ -1,0 +1,254 @@
+"""TreeCache API: bad input, byte budget and eviction, snapshots, threads."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from openrlhf_srt.cache import CacheConfig, TreeCache
+
+
+def corpus(seed=0, n_prompts=6, samples=4, length=60, vocab=12):
+    rng = random.Random(seed)
+    out = []
+    for p in range(n_prompts):
+        prompt = [rng.randrange(vocab) for _ in range(8)] + [p + 100]
+        base = [rng.randrange(vocab) for _ in range(length)]
+        for s in range(samples):  # samples of a prompt share most of their text
+            resp = [t if rng.random() > 0.15 else rng.randrange(vocab) for t in base]
+            out.append((p, prompt, resp))
+    return out
+
+
+def fill(cache, data, first_id=0, step=0, finish=True):
+    for i, (p, prompt, resp) in enumerate(data):
+        cache.add_sequence(first_id + i, 1000 + p, prompt, step=step)
+        cache.extend(first_id + i, resp)
+        if finish:
+            cache.finish_sequence(first_id + i)
+
+
+# ------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("field,value", [
+    ("max_depth", 1), ("max_depth", 256), ("max_depth", 3.0), ("byte_budget", 10),
+    ("rule", "both"), ("min_prob", 1.5), ("min_prob", float("nan")),
+    ("max_draft_tokens", -1), ("global_weight", -0.5),
+])
+def test_config_rejects_invalid_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        CacheConfig(**{field: value})
+
+
+def test_bad_input_raises_value_error_saying_what():
+    c = TreeCache()
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    cases = [
+        (lambda: c.extend(2, [1]), "unknown seq_id 2"),
+        (lambda: c.add_sequence(1, 7, [1, 2, 3], step=0), "duplicate seq_id 1"),
+        (lambda: c.add_sequence(3, 7, [], step=0), "prompt_token_ids is empty"),
+        (lambda: c.add_sequence(3, 7, [9, 9], step=0), "differ from the prompt cached"),
+        (lambda: c.add_sequence(3, 8, [1], step=0, tag="other"), "tag"),
+        (lambda: c.extend(1, np.array([1.5])), "integer token ids"),
+        (lambda: c.extend(1, [2**31]), "out of the int32 range"),
+        (lambda: c.extend(1, [-1]), "out of the int32 range"),
+        (lambda: c.extend(1, np.array([-3], dtype=np.int32)), "negative"),
+        (lambda: c.extend(1, [[1, 2]]), "one-dimensional"),
+        (lambda: c.draft(1, -1), "max_tokens"),
+        (lambda: c.draft(1, 4, min_prob=2.0), "min_prob"),
+        (lambda: c.draft_context(7, [], 4), "context_tokens is empty"),
+        (lambda: c.step([1], np.array([5], np.int32), [1], [-1]), r"budgets\[0\] is negative"),
+        (lambda: c.step([1], np.array([5, 6], np.int32), [1], [4]), "sum to 1 but 2"),
+        (lambda: c.step([1, 1], np.array([], np.int32), [0, 0], [1, 1]), "duplicate"),
+        (lambda: c.step([1], np.array([5], np.int32), [1, 0], [4]), "one entry per sequence"),
+        (lambda: c.step([9], np.array([5], np.int32), [1], [4]), "unknown seq_id 9"),
+        (lambda: c.step([1], np.array([5], np.int32), [1.0], [4]), "must be integers"),
+        (lambda: c.remove_sequence("x"), "seq_id must be an integer"),
+        (lambda: c.resize(5), "byte_budget"),
+    ]
+    for call, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            call()
+    c.finish_sequence(1)
+    with pytest.raises(ValueError, match="already finished"):
+        c.finish_sequence(1)
+    with pytest.raises(ValueError, match="is finished"):
+        c.extend(1, [4])
+    with pytest.raises(ValueError, match="is finished"):
+        c.draft(1, 4)
+    c.check()  # nothing above changed the cache half-way
+    assert c.stats()["sequences"] == 1 and c.stats()["running"] == 0
+
+
+def test_failed_step_changes_nothing():
+    c = TreeCache(CacheConfig(max_depth=6))
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    c.add_sequence(2, 7, [1, 2, 3], step=0)
+    before = c.dump(7)
+    with pytest.raises(ValueError):
+        c.step([1, 2], np.array([4, -5], np.int32), [1, 1], [3, 3])
+    assert c.dump(7) == before
+
+
+# ------------------------------------------------------------------ removal, window
+def test_drop_steps_before_equals_rebuild_from_survivors():
+    data = corpus(seed=3)
+    c = TreeCache(CacheConfig(max_depth=12))
+    for step in range(3):
+        fill(c, data[step::3], first_id=1000 * step, step=step)
+    assert c.drop_steps_before(2) == len(data[0::3]) + len(data[1::3])
+    fresh = TreeCache(CacheConfig(max_depth=12))
+    fill(fresh, data[2::3], first_id=2000, step=2)
+    c.check()
+    assert c.dump() == fresh.dump()
+    for p in {p for p, _, _ in data[2::3]}:
+        assert c.dump(1000 + p) == fresh.dump(1000 + p)
+    assert c.drop_steps_before(3) == len(data[2::3])
+    assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0
+
+
+# -------------------------------------------------------------- budget and eviction
+def test_byte_budget_never_exceeded_and_lru_prompts_evicted_exactly():
+    data = corpus(seed=5, n_prompts=12, samples=3, length=120)
+    unlimited = TreeCache(CacheConfig(max_depth=16))
+    fill(unlimited, data)
+    budget = unlimited.stats()["bytes"] // 3
+    c = TreeCache(CacheConfig(max_depth=16, byte_budget=max(budget, 64 * 1024)))
+    for i, (p, prompt, resp) in enumerate(data):
+        c.add_sequence(i, 1000 + p, prompt, step=0)
+        for k in range(0, len(resp), 7):
+            c.extend(i, resp[k : k + 7])
+            assert c.stats()["bytes"] <= c.config.byte_budget
+        c.finish_sequence(i)
+    st = c.stats()
+    assert st["evicted_prompts"] > 0 and st["evicted_running"] == 0
+    c.check()
+    # What survived is exactly the most recently used prompts, with exact counts.
+    kept = [p for p in range(12) if _has(c, p)]
+    assert 1 <= len(kept) < 12 and kept == list(range(12 - len(kept), 12))
+    fresh = TreeCache(CacheConfig(max_depth=16))
+    fill(fresh, [d for d in data if d[0] in kept])
+    assert c.dump() == fresh.dump()
+    # Shrinking the budget evicts more; growing it evicts nothing.
+    c.resize(max(st["bytes"] // 2, 64 * 1024))
+    assert c.stats()["bytes"] <= c.config.byte_budget
+    c.check()
+
+
+def _has(cache, p):
+    try:
+        cache.dump(1000 + p)
+        return True
+    except ValueError:
+        return False
+
+
+def test_running_prompt_evicted_only_when_unavoidable_then_detached():
+    c = TreeCache(CacheConfig(max_depth=8, byte_budget=64 * 1024))
+    c.add_sequence(1, 7, list(range(50)), step=0)
+    rng = random.Random(0)
+    while c.stats()["evicted_running"] == 0:  # one running sequence outgrows the budget
+        c.extend(1, [rng.randrange(1000) for _ in range(200)])
+        assert c.stats()["bytes"] <= c.config.byte_budget
+    st = c.stats()
+    assert st["detached"] == 1 and st["prompts"] == 0 and st["sequences"] == 0
+    c.extend(1, [1, 2, 3])  # a detached sequence is accepted but not indexed
+    assert c.draft(1, 4).tokens.size == 0
+    out = c.step([1], np.array([5], np.int32), [1], [4])
+    assert out.lists() == [[]]
+    c.finish_sequence(1)
+    assert c.stats()["detached"] == 0
+
+
+# ------------------------------------------------------------------------ snapshot
+def test_snapshot_round_trip_gives_identical_drafts(tmp_path):
+    data = corpus(seed=7)
+    c = TreeCache(CacheConfig(max_depth=10, rule="merge", global_weight=0.5))
+    fill(c, data[:-3], step=1)
+    fill(c, data[-3:], first_id=500, step=2, finish=False)  # still running
+    path = tmp_path / "cache.srt"
+    c.save(path)
+    d = TreeCache.load(path)
+    assert d.config == c.config
+    d.check()
+    assert d.dump() == c.dump() and d.stats()["running"] == 3
+    for i in range(500, 503):
+        a, b = c.draft(i, 6), d.draft(i, 6)
+        assert a.tokens.tolist() == b.tokens.tolist()
+        assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
+    for p, prompt, resp in data[:5]:
+        a = c.draft_context(1000 + p, prompt + resp[:20], 8)
+        b = d.draft_context(1000 + p, prompt + resp[:20], 8)
+        assert a.tokens.tolist() == b.tokens.tolist() and a.tokens.size > 0
+    assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed away
+
+
+def test_corrupt_truncated_and_wrong_version_snapshots_are_rejected(tmp_path):
+    c = TreeCache()
+    fill(c, corpus(seed=1, n_prompts=2, samples=2, length=20))
+    good = tmp_path / "good.srt"
+    c.save(good)
+    raw = good.read_bytes()
+    cases = {
+        "truncated": raw[: len(raw) // 2],
+        "flipped": raw[:100] + bytes([raw[100] ^ 0xFF]) + raw[101:],
+        "magic": b"NOTCACHE" + raw[8:],
+        "empty": b"",
+        "version": raw[:8] + (2).to_bytes(4, "little") + raw[12:],
+    }
+    msgs = {"truncated": "checksum", "flipped": "checksum", "magic": "magic",
+            "empty": "magic", "version": "version 2 is not supported"}
+    for name, blob in cases.items():
+        p = tmp_path / f"{name}.srt"
+        p.write_bytes(blob)
+        with pytest.raises(ValueError, match=msgs[name]):
+            TreeCache.load(p)
+
+
+# ------------------------------------------------------------------------- threads
+def test_concurrent_use_from_two_threads_on_different_prompts():
+    data = corpus(seed=11, n_prompts=2, samples=6, length=300)
+    c = TreeCache(CacheConfig(max_depth=16))
+    errors = []
+
+    def work(p):
+        try:
+            mine = [(i, d) for i, d in enumerate(data) if d[0] == p]
+            for i, (_, prompt, _) in mine:
+                c.add_sequence(i, 1000 + p, prompt, step=0)
+            for k in range(0, 300, 3):
+                ids = [i for i, _ in mine]
+                toks = np.array([t for _, d in mine for t in d[2][k : k + 3]], np.int32)
+                c.step(ids, toks, [3] * len(ids), [4] * len(ids))
+                c.draft(ids[0], 8)
+            for i, _ in mine:
+                c.finish_sequence(i)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    c.check()
+    fresh = TreeCache(CacheConfig(max_depth=16))
+    fill(fresh, data)
+    assert c.dump() == fresh.dump()
+    for p in (0, 1):
+        assert c.dump(1000 + p) == fresh.dump(1000 + p)
+
+
+def test_stats_are_live_figures():
+    c = TreeCache(CacheConfig(max_depth=8))
+    s0 = c.stats()
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    c.extend(1, [4, 5, 6])
+    s1 = c.stats()
+    assert (s1["prompts"], s1["sequences"], s1["running"], s1["tokens"]) == (1, 1, 1, 6)
+    assert s1["nodes"] > 0 and s1["bytes"] > s0["bytes"] and 0 < s1["global_bytes"] < s1["bytes"]
+    c.clear()
+    assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0
