@@ -86,6 +86,7 @@ class TreeDrafter(Drafter):
     factor: float = 1.0  # draft at most factor * match length (+ offset) tokens
     offset: float = 0.0
     tree_spec: bool = False  # draft a token tree instead of a single path
+    alpha: float = 0.0  # child probability = count / (parent count + alpha)
     combiner: Callable | None = None  # combine.best when None
     tree_factory: TreeFactory = SuffixTree
 
@@ -114,6 +115,8 @@ class TreeDrafter(Drafter):
                    max_spec_factor=self.factor, tree_spec=self.tree_spec)
         if self.offset:
             out["max_spec_offset"] = self.offset
+        if self.alpha:
+            out["alpha"] = self.alpha
         if self.combiner is not None:
             out["combine"] = getattr(self.combiner, "describe", lambda: repr(self.combiner))()
         return out
@@ -190,7 +193,8 @@ class TreeDrafter(Drafter):
     def speculate(self, tree: SuffixTree, seq: SeqState, budget: int, local: bool) -> Draft:
         """One tree's own draft for ``seq`` (the local tree's match cache is keyed by 0)."""
         return tree.speculate(seq.context, budget, self.factor, self.offset, self.min_prob,
-                              self.tree_spec, key=0 if local else seq.seq_id)
+                              self.tree_spec, key=0 if local else seq.seq_id,
+                              **({"alpha": self.alpha} if self.alpha else {}))
 
 
 @dataclass

@@ -110,7 +110,7 @@ class Strategy:
 @dataclass
 class Stats:
     steps: int = 0  # verification steps (one per running sequence per round)
-    tokens: int = 0  # tokens produced (accepted + 1 per step, except at a response's end)
+    tokens: int = 0  # tokens produced: accepted + 1, but only accepted when they end the response
     accepted: int = 0
     drafted: int = 0
     hits: int = 0  # steps with a non-empty draft
@@ -225,8 +225,8 @@ def replay(records: Sequence[TraceRecord], strategies: Sequence[Strategy],
                 for seq in active:
                     pos = len(seq.response)
                     draft = drafter.draft(seq, strategy.budget(pos))
-                    accepted = min(verify(draft, seq.target, pos), len(seq.target) - pos - 1)
-                    new = seq.target[pos : pos + accepted + 1]
+                    accepted = verify(draft, seq.target, pos)  # at most the tokens left
+                    new = seq.target[pos : pos + accepted + 1]  # no bonus token after the end
                     for stats in (res.total, res.by_step[step], res.by_position[pos // bucket]):
                         stats.add(len(draft.token_ids), accepted, len(new))
                     bar.update(len(new))

@@ -190,6 +190,7 @@ class SuffixTree:
         min_prob: float = 0.1,
         tree: bool = False,
         key: object = None,
+        alpha: float = 0.0,
     ) -> Draft:
         """Best draft over all matched suffixes of ``context`` (see the module docstring)."""
         if max_tokens < 0:
@@ -199,7 +200,7 @@ class SuffixTree:
         min_prob = f32(min_prob)
         for match_len, node in enumerate(self.matches(context, key), start=1):
             limit = max(0, min(max_tokens, int(match_len * factor + offset + 1e-6)))
-            draft = self.expand(node, limit, min_prob, tree)
+            draft = self.expand(node, limit, min_prob, tree, alpha)
             if draft.score >= best_score:
                 best, best_len, best_score = draft, match_len, draft.score
         if best is None:
@@ -207,18 +208,22 @@ class SuffixTree:
         best.match_len = best_len
         return best
 
-    def expand(self, node: _Node, limit: int, min_prob: float, tree: bool = False) -> Draft:
-        """Draft up to ``limit`` tokens below a matched node: a greedy path, or best-first tree."""
+    def expand(self, node: _Node, limit: int, min_prob: float, tree: bool = False,
+               alpha: float = 0.0) -> Draft:
+        """Draft up to ``limit`` tokens below a matched node: a greedy path, or best-first tree.
+
+        A child's probability is count / (parent count + ``alpha``); ``alpha`` > 0 discounts
+        estimates from few occurrences (0 is ArcticInference's estimate)."""
         if tree:
-            return self._expand_tree(node, limit, min_prob)
+            return self._expand_tree(node, limit, min_prob, alpha)
         tokens: list[int] = []
         probs: list[float] = []
         prob = score = 1.0
         score = 0.0
         while len(tokens) < limit and node.order:
             child = node.order[0]
-            if child.count != node.count:
-                prob = f32(prob * f32(child.count / node.count))
+            if child.count != node.count or alpha:
+                prob = f32(prob * f32(child.count / (node.count + alpha)))
                 if prob < min_prob:
                     break
             tokens.append(child.token)
@@ -227,7 +232,7 @@ class SuffixTree:
             node = child
         return Draft(tokens, list(range(-1, len(tokens) - 1)), probs, score)
 
-    def _expand_tree(self, node: _Node, limit: int, min_prob: float) -> Draft:
+    def _expand_tree(self, node: _Node, limit: int, min_prob: float, alpha: float) -> Draft:
         d = Draft()
         heap: list[tuple[float, int, _Node, int]] = []  # (-prob, tiebreak, node, parent index)
         tick = 0
@@ -235,7 +240,7 @@ class SuffixTree:
         def push_children(n: _Node, prob: float, parent: int) -> None:
             nonlocal tick
             for child in n.order:
-                p = f32(prob * f32(child.count / n.count))
+                p = f32(prob * f32(child.count / (n.count + alpha)))
                 if p < min_prob:
                     break
                 heapq.heappush(heap, (-p, tick, child, parent))

@@ -1,0 +1,200 @@
+"""Replay simulator: lockstep semantics, cache visibility, run-ahead, CLI (docs/replay.md)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import random
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from openrlhf_srt.data.traces import TraceRecord, read_traces
+from openrlhf_srt.drafting.drafters import NgramDrafter, SeqState, TreeDrafter
+from openrlhf_srt.drafting.simulate import RunAhead, Strategy, replay, verify
+from openrlhf_srt.drafting.strategies import make_strategies
+from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TRACES = [DATA / "smollm2_math_t0.6.jsonl.gz", DATA / "smollm2_math_t1.0.jsonl.gz"]
+needs_traces = pytest.mark.skipif(not all(p.exists() for p in TRACES),
+                                  reason="shared reference traces not present")
+
+
+def cli_main(argv):
+    spec = importlib.util.spec_from_file_location("replay_cli", ROOT / "tools" / "replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def rec(step, prompt, sample, response, key=None):
+    return TraceRecord(step=step, prompt_key=key if key is not None else prompt[0],
+                       prompt_token_ids=list(prompt), sample_index=sample,
+                       response_token_ids=list(response), finish_reason="stop",
+                       policy_version=step)
+
+
+def srt(name="srt", **kw):
+    kw = {"prompt_mode": "online", "factor": 100.0, "min_prob": 0.0, **kw}
+    return Strategy(name, partial(TreeDrafter, name=name, **kw))
+
+
+def tokens_per_step(records, strategy, order="engine"):
+    return replay(records, [strategy], order=order, progress=False)[0]
+
+
+def test_lockstep_siblings_by_hand():
+    # Two samples of prompt [9], both answering 5 6 7 2. Worked out in docs/replay.md:
+    # engine order: A gets 1,1,2 tokens (draft [7] from B's tokens in round 3), B gets
+    # 1,2,1 (draft [6] from A's round-2 token) -> 8 tokens in 6 verification steps.
+    records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(0, [9], 1, [5, 6, 7, 2])]
+    res = tokens_per_step(records, srt())
+    assert (res.total.tokens, res.total.steps) == (8, 6)
+    assert res.total.accepted == 3 and res.total.hits == 3
+    # sync order: nobody sees a sibling's tokens of the same round -> one token per step.
+    res = tokens_per_step(records, srt(), order="sync")
+    assert (res.total.tokens, res.total.steps) == (8, 8)
+
+
+def test_tokens_per_step_counts_end_of_response():
+    # A later step replays the same response with the earlier one cached: the whole
+    # response is drafted at once; the last step produces only the tokens that were left.
+    records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(1, [9], 0, [5, 6, 7, 2])]
+    res = tokens_per_step(records, srt())
+    assert res.by_step[0].steps == 4
+    # step 1: round 1 has no match (context is the prompt alone), round 2 drafts 6 7 2
+    assert (res.by_step[1].steps, res.by_step[1].tokens, res.by_step[1].accepted) == (2, 4, 3)
+
+
+def test_history_only_never_sees_the_current_step():
+    d = TreeDrafter(name="history", prompt_mode="history")
+    d.begin_step(0)
+    a = SeqState(0, 0, 1, [9], [5, 6, 7])
+    b = SeqState(1, 0, 1, [9], [5, 6, 7])
+    for s in (a, b):
+        d.start(s)
+    a.response += [5, 6, 7]
+    d.extend(a, [5, 6, 7])
+    d.finish(a)
+    assert d._prompt_trees[1].num_tokens == 0  # finished sibling not visible in its step
+    b.response += [5]
+    d.extend(b, [5])
+    assert d.draft(b, 16).token_ids == []
+    b.response += [6, 7]
+    d.extend(b, [6, 7])
+    d.finish(b)
+    d.end_step(0)
+    assert d._prompt_trees[1].num_tokens == 6  # visible from the next step on
+    # and in a replay: identical siblings of one step give no drafts at all
+    records = [rec(0, [9], i, [5, 6, 7, 2]) for i in range(3)]
+    hist = Strategy("history", partial(TreeDrafter, name="history", prompt_mode="history",
+                                       factor=100.0, min_prob=0.0))
+    assert tokens_per_step(records, hist).total.hits == 0
+
+
+def test_runahead_uses_next_step_and_never_changes_responses():
+    records = [rec(s, [9], i, [5, 6, 7, 8, 2]) for s in range(2) for i in range(2)]
+    records[3] = rec(1, [9], 1, [4, 3, 4, 3, 2])
+    before = copy.deepcopy(records)
+    ra = RunAhead(prompt_fraction=1.0, samples=1, token_fraction=0.6)
+    plain = tokens_per_step(records, srt())
+    ahead = tokens_per_step(records, Strategy("srt-runahead", srt().make, runahead=ra))
+    assert records == before
+    assert ahead.total.tokens == plain.total.tokens == sum(len(r.response_token_ids)
+                                                          for r in records)
+    # step 0 drafts 6 7 after 5 from step 1's sample 0 cut to 3 tokens (5 6 7)
+    assert ahead.by_step[0].steps < plain.by_step[0].steps
+    assert ahead.by_step[0].accepted > plain.by_step[0].accepted
+    later = {9: [r for r in records if r.step == 1]}
+    assert ra.partials([9], later) == {9: [[5, 6, 7]]}
+
+
+def test_runahead_hints_are_removed_after_their_step():
+    d = TreeDrafter(name="x", prompt_mode="online")
+    d.begin_step(0, {7: [[1, 2, 3]]})
+    assert d._prompt_trees[7].num_tokens == 3
+    d.end_step(0)
+    assert d._prompt_trees[7].num_tokens == 0
+
+
+def test_verify_tree_and_path():
+    path = Draft([5, 6, 9], [-1, 0, 1])
+    assert verify(path, [5, 6, 7, 8], 0) == 2
+    tree = Draft([5, 4, 7, 6, 8], [-1, -1, 0, 0, 3])  # 5 -> {7, 6 -> 8}, 4
+    assert verify(tree, [5, 6, 8, 2], 0) == 3
+    assert verify(tree, [4, 6], 0) == 1
+    assert verify(tree, [5, 6], 0) == 2  # never beyond the response
+
+
+def test_ngram_proposes_what_followed_the_last_occurrence():
+    d = NgramDrafter(min_n=1, max_n=2)
+    seq = SeqState(0, 0, 1, [1, 2, 3, 1, 2], [4, 1, 2, 9], response=[4, 1, 2])
+    assert d.draft(seq, 2).token_ids == [4, 1]  # [1, 2] occurred last at positions 3-4
+
+
+def test_python_tree_matches_arctic_inference():
+    native = pytest.importorskip("arctic_inference.suffix_decoding._C")
+    rng = random.Random(1)
+    for _ in range(60):
+        depth = rng.choice([3, 6, 24])
+        a, p, seqs = native.SuffixTree(depth), SuffixTree(depth), {}
+        for _ in range(12):
+            sid = rng.randrange(4)
+            if seqs and rng.random() < 0.15:
+                sid = rng.choice(list(seqs))
+                a.remove(sid), p.remove(sid), seqs.pop(sid)
+                continue
+            toks = [rng.randrange(4) for _ in range(rng.randint(1, 10))]
+            a.extend(sid, toks), p.extend(sid, toks)
+            seqs.setdefault(sid, []).extend(toks)
+            ctx = [rng.randrange(4) for _ in range(rng.randint(1, depth))]
+            for tree in (False, True):
+                args = (16, 100.0, 0.0, 0.1, tree)
+                da, dp = a.speculate(ctx, *args), p.speculate(ctx, *args)
+                if not tree:  # tie order inside a token tree's heap is the native one's own
+                    assert list(da.token_ids) == dp.token_ids
+                assert da.match_len == dp.match_len
+                assert da.score == pytest.approx(dp.score, rel=1e-5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="no records"):
+        replay([], make_strategies(["srt"]), progress=False)
+    with pytest.raises(ValueError, match="unknown strategies"):
+        make_strategies(["nope"])
+    with pytest.raises(ValueError, match="duplicate"):
+        replay([rec(0, [9], 0, [1]), rec(0, [9], 0, [2])], make_strategies(["srt"]),
+               progress=False)
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert cli_main([str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+    assert "not found" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert cli_main([str(empty), "--quiet"]) == 2
+    assert "no records" in capsys.readouterr().err
+
+
+@needs_traces
+def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
+    png, js = tmp_path / "replay.png", tmp_path / "replay.json"
+    argv = [str(p) for p in TRACES] + ["--prompts", "1", "--strategies",
+                                       "global,srt,history,ngram,das,srt-runahead",
+                                       "--plot", str(png), "--json", str(js), "--quiet"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tok/step" in out and "srt-runahead" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = json.loads(js.read_text())
+    assert len(figures) == 2
+    for results in figures.values():
+        assert all(r["total"]["tokens_per_step"] >= 1.0 for r in results)
+    # the replay reproduces every recorded token: tokens equal the responses' lengths
+    first = read_traces(TRACES[0])
+    n = sum(len(r.response_token_ids) for r in first if r.prompt_key == first[0].prompt_key)
+    assert figures[str(TRACES[0])][0]["total"]["tokens"] == n
