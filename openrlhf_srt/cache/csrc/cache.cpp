@@ -102,6 +102,7 @@ void Cache::finish(int64_t seq) {
   global_.finish(seq);
   e.running -= 1;
   info.running = false;
+  if (e.running == 0) e.tree.shrink();  // an idle prompt tree stops growing until reused
   remeasure(e);
 }
 

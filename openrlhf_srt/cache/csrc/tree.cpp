@@ -181,7 +181,8 @@ void Tree::push(int64_t id, const int32_t* toks, size_t n) {
   if (s.toks.size() + n > kMaxSeqLen)
     throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds 16777215 tokens");
   size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
-  s.toks.reserve(s.toks.size() + n);
+  if (s.toks.size() + n > s.toks.capacity())  // geometric: reserve(exact) would copy per call
+    s.toks.reserve(std::max(s.toks.size() + n, s.toks.capacity() * 2));
   const size_t keep = s.loci.size();  // loci kept: depths 1..max_depth-1
   for (size_t k = 0; k < n; ++k) {
     const int32_t t = toks[k];

@@ -66,6 +66,11 @@ class Tree {
   void push(int64_t id, const int32_t* toks, size_t n);
   void finish(int64_t id);  // keeps the text, frees the running loci
   void remove(int64_t id);  // subtracts every occurrence of the text exactly
+  // Drop growth slack (> 1/8) once nothing runs: one copy of the node array, small next to
+  // the cost of inserting the sequence that made it grow.
+  void shrink() {
+    if (nodes_.capacity() * 7 > nodes_.size() * 8) nodes_.shrink_to_fit();
+  }
   const std::vector<int32_t>& text(int64_t id) const { return seqs_[slot_of_.at(id)].toks; }
 
   // Deepest suffix (<= cap tokens) of a registered text that has a continuation.
