@@ -47,6 +47,15 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# ArcticInference's suffix tree, the reference the replay simulator and the cache benchmark
+# compare against (docs/replay.md). Built from its sdist without build isolation: its setup.py
+# imports torch. Its CMake must find this venv's Python (nanobind lives there), hence CMAKE_ARGS.
+bench: setup
+	@$(PY) -c "import arctic_inference.suffix_decoding._C" 2>/dev/null && echo "bench: arctic-inference already installed" || { \
+	  $(PY) -c 'import subprocess, sys, tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]; subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *deps])' && \
+	  CMAKE_ARGS="-DPython_EXECUTABLE=$(abspath $(PY))" $(PIP) install -q --no-deps --no-build-isolation --no-binary arctic-inference arctic-inference==0.3.0 && \
+	  $(PY) -c "import arctic_inference.suffix_decoding._C; print('bench: arctic-inference 0.3.0 ok')"; }
+
 lint: setup
 	$(PY) -m ruff check openrlhf_srt tools tests
 
