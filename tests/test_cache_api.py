@@ -61,7 +61,7 @@ def test_bad_input_raises_value_error_saying_what():
         (lambda: c.draft_context(7, [], 4), "context_tokens is empty"),
         (lambda: c.step([1], np.array([5], np.int32), [1], [-1]), r"budgets\[0\] is negative"),
         (lambda: c.step([1], np.array([5, 6], np.int32), [1], [4]), "sum to 1 but 2"),
-        (lambda: c.step([1, 1], np.array([], np.int32), [0, 0], [1, 1]), "duplicate"),
+        (lambda: c.step([1, 1], np.array([], np.int32), [0, 0], [1, 1]), "contain 1 twice"),
         (lambda: c.step([1], np.array([5], np.int32), [1, 0], [4]), "one entry per sequence"),
         (lambda: c.step([9], np.array([5], np.int32), [1], [4]), "unknown seq_id 9"),
         (lambda: c.step([1], np.array([5], np.int32), [1.0], [4]), "must be integers"),

@@ -68,15 +68,37 @@ void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_
   e.seqs.push_back(seq);
   e.running += 1;
   e.last_use = ++tick_;
-  seqs_[seq] = SeqInfo{key, step, tag, true, false};
+  SeqInfo info;
+  info.key = key;
+  info.step = step;
+  info.tag = tag;
+  info.entry = &e;
+  seqs_[seq] = info;
   remeasure(e);
   enforce_budget();
 }
 
+uint32_t Cache::pslot(int64_t seq, SeqInfo& info) {
+  const Tree& t = info.entry->tree;
+  if (info.pepoch != t.epoch()) {
+    info.pslot = t.slot(seq);
+    info.pepoch = t.epoch();
+  }
+  return info.pslot;
+}
+
+uint32_t Cache::gslot(int64_t seq, SeqInfo& info) {
+  if (info.gepoch != global_.epoch()) {
+    info.gslot = global_.slot(seq);
+    info.gepoch = global_.epoch();
+  }
+  return info.gslot;
+}
+
 void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
-  PromptEntry& e = entry(info.key);
-  e.tree.push(seq, toks, n);
-  global_.push(seq, toks, n);
+  PromptEntry& e = *info.entry;
+  e.tree.push_slot(pslot(seq, info), toks, n);
+  global_.push_slot(gslot(seq, info), toks, n);
   e.last_use = ++tick_;
   remeasure(e);
 }
@@ -265,10 +287,12 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   if (total != ntok)
     throw std::invalid_argument("new_token_counts sum to " + to_string(total) + " but " +
                                 to_string(ntok) + " new tokens were given");
-  std::vector<int64_t> sorted(seqs, seqs + nseq);
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
-    throw std::invalid_argument("seq_ids contain a duplicate");
+  const uint64_t stamp = ++step_calls_;
+  for (size_t i = 0; i < nseq; ++i) {
+    if (infos[i]->stamp == stamp)
+      throw std::invalid_argument("seq_ids contain " + to_string(seqs[i]) + " twice");
+    infos[i]->stamp = stamp;
+  }
   validate_tokens(toks, ntok, "new_tokens");
   size_t off = 0;
   for (size_t i = 0; i < nseq; ++i) {  // all appends first: siblings see this step's tokens
@@ -284,11 +308,13 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   out.probs.clear();
   for (size_t i = 0; i < nseq; ++i) {
     if (budgets[i] > 0 && !infos[i]->detached) {
-      PromptEntry& e = entry(infos[i]->key);
+      SeqInfo& info = *infos[i];
+      PromptEntry& e = *info.entry;
       int cap = match_cap(budgets[i]);
       DraftResult& r = scratch_;
-      make_draft(&e.tree, e.tree.locus_match(seqs[i], cap), &global_,
-                 global_.locus_match(seqs[i], cap), budgets[i], min_prob, false, r);
+      make_draft(&e.tree, e.tree.locus_match_slot(pslot(seqs[i], info), cap), &global_,
+                 global_.locus_match_slot(gslot(seqs[i], info), cap), budgets[i], min_prob,
+                 false, r);
       out.toks.insert(out.toks.end(), r.path.toks.begin(), r.path.toks.end());
       out.probs.insert(out.probs.end(), r.path.probs.begin(), r.path.probs.end());
       out.match_len[i] = r.match_len;

@@ -64,6 +64,11 @@ struct SeqInfo {
   int tag = kRollout;
   bool running = true;
   bool detached = false;  // its prompt was evicted while it ran
+  // Cached lookups for the step() hot path; a slot is valid while its tree's epoch holds.
+  PromptEntry* entry = nullptr;
+  uint64_t stamp = 0;  // last step() call that named it, to find duplicates
+  uint32_t pslot = 0, gslot = 0;
+  uint64_t pepoch = ~0ull, gepoch = ~0ull;
 };
 
 struct SeqExport {  // one registered sequence, for snapshots
@@ -104,6 +109,8 @@ class Cache {
   SeqInfo& seq_or_throw(int64_t seq);
   PromptEntry& entry(uint64_t key) { return *prompts_.at(key); }
   void append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n);
+  uint32_t pslot(int64_t seq, SeqInfo& info);
+  uint32_t gslot(int64_t seq, SeqInfo& info);
   void remove_locked(int64_t seq);
   void remeasure(PromptEntry& e);
   size_t total_bytes() const;
@@ -119,6 +126,7 @@ class Cache {
   std::unordered_map<uint64_t, std::unique_ptr<PromptEntry>> prompts_;
   std::unordered_map<int64_t, SeqInfo> seqs_;
   uint64_t tick_ = 0;
+  uint64_t step_calls_ = 0;
   size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
   size_t evicted_prompts_ = 0, evicted_running_ = 0;
   Chain alt_;             // scratch for rule "best" (guarded by mu_)

@@ -174,9 +174,9 @@ void Tree::note_seq_bytes(TSeq& s, size_t before) {
   seq_bytes_ = seq_bytes_ + after - before;
 }
 
-void Tree::push(int64_t id, const int32_t* toks, size_t n) {
-  uint32_t slot = slot_of_.at(id);
+void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
   TSeq& s = seqs_[slot];
+  const int64_t id = s.id;
   if (!s.running) throw std::invalid_argument("sequence " + std::to_string(id) + " is finished");
   if (s.toks.size() + n > kMaxSeqLen)
     throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds 16777215 tokens");
@@ -271,11 +271,12 @@ void Tree::compact() {
     if (!s.running) fresh.finish(s.id);
   }
   fresh.nodes_.shrink_to_fit();
+  fresh.epoch_ = epoch_ + 1;
   *this = std::move(fresh);
 }
 
-Pos Tree::locus_match(int64_t id, int cap) const {
-  const TSeq& s = seqs_[slot_of_.at(id)];
+Pos Tree::locus_match_slot(uint32_t slot, int cap) const {
+  const TSeq& s = seqs_[slot];
   size_t dmax = std::min<size_t>({s.toks.size(), s.loci.size(), static_cast<size_t>(cap)});
   for (size_t d = dmax; d >= 1; --d) {
     const Node& n = nodes_[s.loci[d - 1]];

@@ -63,7 +63,11 @@ class Tree {
   int max_depth() const { return depth_; }
   bool has(int64_t id) const { return slot_of_.count(id) != 0; }
   void add_seq(int64_t id);  // an empty running text
-  void push(int64_t id, const int32_t* toks, size_t n);
+  void push(int64_t id, const int32_t* toks, size_t n) { push_slot(slot_of_.at(id), toks, n); }
+  // Slots name texts without a hash lookup; they change only when epoch() changes.
+  uint32_t slot(int64_t id) const { return slot_of_.at(id); }
+  uint64_t epoch() const { return epoch_; }
+  void push_slot(uint32_t slot, const int32_t* toks, size_t n);
   void finish(int64_t id);  // keeps the text, frees the running loci
   void remove(int64_t id);  // subtracts every occurrence of the text exactly
   // Drop growth slack (> 1/8) once nothing runs: one copy of the node array, small next to
@@ -74,7 +78,8 @@ class Tree {
   const std::vector<int32_t>& text(int64_t id) const { return seqs_[slot_of_.at(id)].toks; }
 
   // Deepest suffix (<= cap tokens) of a registered text that has a continuation.
-  Pos locus_match(int64_t id, int cap) const;
+  Pos locus_match(int64_t id, int cap) const { return locus_match_slot(slot_of_.at(id), cap); }
+  Pos locus_match_slot(uint32_t slot, int cap) const;
   // Same for an arbitrary context, found by walking from the root.
   Pos context_match(const int32_t* ctx, size_t n, int cap) const;
 
@@ -127,6 +132,7 @@ class Tree {
   size_t live_tokens_ = 0;
   size_t dead_tokens_ = 0;
   size_t seq_bytes_ = 0;  // capacity of every text and loci vector
+  uint64_t epoch_ = 0;    // bumped by compact(), which renumbers slots
 };
 
 template <class F>
