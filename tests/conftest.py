@@ -21,3 +21,35 @@ def float32_engine(embedded_model_path):
     llm = start_engine(embedded_model_path, dtype="float32", max_model_len=2048, seed=0)
     yield llm
     del llm
+
+
+# Exactness harness (tests/test_exactness.py): an SRT engine and its non-speculative
+# baseline, both float32 and with OpenRLHF's logprobs_mode (log-probs of the distribution
+# actually sampled from: after temperature, top-k and top-p). Different engine seeds, so
+# the two give independent samples.
+EXACTNESS_NUM_SPEC_TOKENS = 4
+
+
+@pytest.fixture(scope="session")
+def srt_float32_engine(embedded_model_path):
+    """SRT speculative engine (tree-cache drafts, K=4, min_prob 0.2)."""
+    from openrlhf_srt.vllm.srt_engine import start_srt_engine
+
+    llm = start_srt_engine(
+        embedded_model_path, srt={"min_prob": 0.2},
+        num_speculative_tokens=EXACTNESS_NUM_SPEC_TOKENS, dtype="float32",
+        max_model_len=1024, seed=1, logprobs_mode="processed_logprobs",
+    )
+    yield llm
+    del llm
+
+
+@pytest.fixture(scope="session")
+def float32_processed_engine(embedded_model_path):
+    """Non-speculative baseline of srt_float32_engine."""
+    from openrlhf_srt.vllm.engine import start_engine
+
+    llm = start_engine(embedded_model_path, dtype="float32", max_model_len=1024, seed=2,
+                       logprobs_mode="processed_logprobs")
+    yield llm
+    del llm

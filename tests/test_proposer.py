@@ -1,0 +1,208 @@
+"""SRTProposer against a stand-in model runner (what vLLM's runner exposes to it), and the
+worker-extension RPCs on a running SRT engine."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from openrlhf_srt.cache.keys import prompt_key
+from openrlhf_srt.vllm import proposer as prop
+
+K, MAX_LEN = 3, 32
+
+
+class RecordingSource:
+    """Test-only draft source: records calls, drafts `budget` copies of token 7."""
+
+    def __init__(self, cfg=None, max_draft_tokens=K):
+        self.added, self.finished, self.steps = [], [], []
+
+    def add_sequence(self, seq_id, key, prompt, *, step, tag="rollout"):
+        self.added.append((seq_id, key, list(prompt), step, tag))
+
+    def finish_sequence(self, seq_id):
+        self.finished.append(seq_id)
+
+    def step(self, seq_ids, new_tokens, counts, budgets, min_prob=None):
+        self.steps.append((list(seq_ids), list(new_tokens), list(counts), list(budgets)))
+        offsets = np.concatenate([[0], np.cumsum(budgets)]).astype(np.int64)
+        return SimpleNamespace(offsets=offsets, tokens=np.full(offsets[-1], 7, np.int32))
+
+    def stats(self):
+        return {"sequences": len(self.added)}
+
+
+class FakeRunner:
+    """The parts of vLLM's model runner the proposer reads (input_batch, requests)."""
+
+    def __init__(self):
+        self.tokens = np.zeros((8, MAX_LEN), np.int32)
+        self.n = np.zeros(8, np.int32)
+        self.input_batch = SimpleNamespace(req_ids=[], num_prompt_tokens=np.zeros(8, np.int32))
+        self.requests = {}
+
+    def add(self, rid, prompt, runahead=False):
+        row = len(self.input_batch.req_ids)
+        self.input_batch.req_ids.append(rid)
+        self.input_batch.num_prompt_tokens[row] = len(prompt)
+        self.tokens[row, : len(prompt)] = prompt
+        self.n[row] = len(prompt)
+        extra = {prop.RUNAHEAD_ARG: True} if runahead else None
+        self.requests[rid] = SimpleNamespace(sampling_params=SimpleNamespace(extra_args=extra))
+
+    def sample(self, per_row):
+        """Append sampled tokens per row, as bookkeeping does before vLLM calls propose."""
+        for row, toks in enumerate(per_row):
+            self.tokens[row, self.n[row] : self.n[row] + len(toks)] = toks
+            self.n[row] += len(toks)
+        return per_row
+
+    def remove(self, rid, finished=True):
+        row = self.input_batch.req_ids.index(rid)
+        last = len(self.input_batch.req_ids) - 1  # vLLM condenses: the last row moves in
+        for a in (self.tokens, self.n, self.input_batch.num_prompt_tokens):
+            a[row] = a[last]
+        self.input_batch.req_ids[row] = self.input_batch.req_ids[last]
+        self.input_batch.req_ids.pop()
+        if finished:
+            del self.requests[rid]
+
+
+@pytest.fixture
+def make(monkeypatch):
+    monkeypatch.setattr("openrlhf_srt.vllm.cpu_kernels.install_cpu_kernel_fixes", lambda: False)
+    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=K),
+                           model_config=SimpleNamespace(max_model_len=MAX_LEN))
+
+    def build(cfg=None):
+        cfg = dict(cfg or {"source": f"{__name__}:RecordingSource"})
+        monkeypatch.setenv(prop.CONFIG_ENV, json.dumps(cfg))
+        p = prop.SRTProposer(vcfg)
+        r = FakeRunner()
+        return p, r
+
+    return build
+
+
+def _propose(p, r, sampled):
+    return p.propose(r.sample(sampled), r.n, r.tokens)
+
+
+def test_config_is_validated():
+    assert prop.SRTConfig.from_dict({"min_prob": 0.3}).min_prob == 0.3
+    with pytest.raises(ValueError, match="unknown SRT config keys"):
+        prop.SRTConfig.from_dict({"min_porb": 0.3})
+    with pytest.raises(ValueError, match="min_prob"):
+        prop.SRTConfig(min_prob=2.0)
+    with pytest.raises(ValueError, match="integer"):
+        prop.SRTConfig(max_depth="32")
+    cfg = prop.SRTConfig(max_depth=16, rule="prompt")
+    assert prop.SRTConfig.from_dict(json.loads(cfg.to_env())) == cfg
+
+
+def test_unbound_proposer_drafts_nothing(make):
+    p, r = make()
+    r.add("a", [1, 2, 3])
+    assert _propose(p, r, [[4]]) == [[]]
+
+
+def test_tokens_flow_into_the_cache_and_drafts_come_back(make):
+    p, r = make()
+    p.bind(r)
+    src = p.source
+    r.add("a", [1, 2, 3])
+    r.add("b", [1, 2, 3], runahead=True)
+    r.add("c", [9, 9])
+    assert _propose(p, r, [[4], [5], []]) == [[7] * K, [7] * K, []]  # c: prefill chunk
+    keys = [a[1] for a in src.added]
+    assert keys[0] == keys[1] == prompt_key([1, 2, 3]) and keys[2] == prompt_key([9, 9])
+    assert [a[4] for a in src.added] == ["rollout", "runahead", "rollout"]
+    seqs, toks, counts, budgets = src.steps[-1]
+    assert toks == [4, 5] and counts == [1, 1, 0] and budgets == [K, K, 0]
+    # a accepted 2 of its 3 drafts (+1 bonus), b none, c got its first token
+    _propose(p, r, [[7, 7, 8], [6], [10]])
+    _, toks, counts, _ = src.steps[-1]
+    assert toks == [7, 7, 8, 6, 10] and counts == [3, 1, 1]
+    s = p.stats()
+    assert (s["verified_draft_tokens"], s["accepted_tokens"]) == (2 * K, 2)
+    assert s["requests"] == 3 and s["runahead_requests"] == 1
+
+
+def test_finished_requests_are_finished_preempted_ones_kept(make):
+    p, r = make()
+    p.bind(r)
+    for rid in "abc":
+        r.add(rid, [1, 2])
+    _propose(p, r, [[3], [3], [3]])
+    seq = {rid: p._seq[rid] for rid in "abc"}
+    r.remove("a")  # finished
+    r.remove("b", finished=False)  # preempted: still known to the runner
+    _propose(p, r, [[4]])
+    assert p.source.finished == [seq["a"]]
+    assert set(p._seq) == {"b", "c"}
+
+
+def test_budget_stops_at_max_model_len_and_skipped_steps_catch_up(make):
+    p, r = make()
+    p.bind(r)
+    r.add("a", list(range(1, MAX_LEN - 3)))  # 28 prompt tokens
+    _propose(p, r, [[1]])  # 29 tokens: room for 32 - 1 - 29 = 2
+    assert p.source.steps[-1][3] == [2]
+    r.sample([[2, 3]])  # a step vLLM did not run the drafter for
+    _propose(p, r, [[4]])
+    assert p.source.steps[-1][1] == [2, 3, 4] and p.source.steps[-1][3] == [0]
+
+
+def test_siblings_draft_from_each_other_with_the_tree_cache(make):
+    pytest.importorskip("openrlhf_srt.cache.cache")
+    p, r = make({"min_prob": 0.0})
+    p.bind(r)
+    r.add("a", [1, 2, 3])
+    _propose(p, r, [[10]])
+    for t in (11, 12, 13, 14, 15):
+        _propose(p, r, [[t]])
+    r.add("b", [1, 2, 3])  # a sibling: after token 10 the cache knows what a did next
+    drafts = _propose(p, r, [[16], [10]])
+    assert drafts[1] == [11, 12, 13]
+    assert p.stats()["cache"]["prompts"] == 1
+
+
+# ------------------------------------------------------------------- engine RPCs
+@pytest.mark.engine
+def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path):
+    from vllm import SamplingParams
+
+    from openrlhf_srt.vllm.srt_engine import srt_stats
+
+    llm = srt_float32_engine
+    prompt = {"prompt_token_ids": [1, 9690, 198, 2683, 359, 253, 5356, 198]}
+    before = _accepted_metric(llm)
+    srt_stats(llm, reset=True)
+    llm.generate([prompt] * 4, SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False)
+    run = SamplingParams(temperature=1.0, max_tokens=8, extra_args={prop.RUNAHEAD_ARG: True})
+    llm.generate([prompt] * 2, run, use_tqdm=False)
+    s = srt_stats(llm)
+    assert s["bound"] and s["requests"] == 6 and s["runahead_requests"] == 2
+    assert s["accepted_tokens"] == _accepted_metric(llm) - before  # agrees with vLLM
+    nodes = s["cache"]["nodes"]
+    assert nodes > 0
+    llm.collective_rpc("reload_weights", kwargs={"weights_path": embedded_model_path})
+    assert srt_stats(llm)["cache"]["nodes"] == nodes  # weight updates keep the cache
+    path = str(tmp_path / "cache.snap")
+    llm.collective_rpc("srt_save", args=(path,))
+    llm.collective_rpc("srt_clear")
+    assert srt_stats(llm)["cache"]["nodes"] < nodes
+    llm.collective_rpc("srt_load", args=(path,))
+    assert srt_stats(llm)["cache"]["nodes"] == nodes
+    llm.collective_rpc("srt_resize", args=(1 << 28,))
+    assert srt_stats(llm)["cache"]["byte_budget"] == 1 << 28
+    llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
+
+
+def _accepted_metric(llm) -> int:
+    return int(sum(m.value for m in llm.get_metrics()
+                   if m.name == "vllm:spec_decode_num_accepted_tokens"))
