@@ -18,7 +18,7 @@ from pathlib import Path
 from openrlhf_srt.data.traces import read_traces
 from openrlhf_srt.drafting.backends import BACKENDS
 from openrlhf_srt.drafting.simulate import Result, replay
-from openrlhf_srt.drafting.strategies import STRATEGIES, Common, describe, make_strategies
+from openrlhf_srt.drafting.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
 
 DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead")
 
@@ -27,7 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help=f"comma-separated, from: {', '.join(STRATEGIES)}")
+                   help=f"comma-separated, from: {', '.join([*STRATEGIES, *NATIVE])}")
     p.add_argument("--backend", default="python", choices=BACKENDS,
                    help="suffix tree implementation for the tree strategies")
     p.add_argument("--order", default="engine", choices=("engine", "sync"),
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     try:
         strategies = make_strategies(args.strategies, args.backend, common)
         inputs = [(Path(t), load(Path(t), args.prompts)) for t in args.traces]
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return 2
     print(f"backend {args.backend}, order {args.order}")

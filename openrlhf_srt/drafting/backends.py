@@ -7,12 +7,16 @@ All trees offer ``extend(seq_id, tokens)``, ``remove(seq_id)`` and
 - ``arctic``: ArcticInference's ``SuffixTree`` (``make bench`` installs it), adapted to the
   same calls; vLLM's cache passes it at most the last ``max_depth`` context tokens, so the
   adapter does too.
+
+``NativeDrafter`` replays the project's native cache as a whole (its own rules), for the
+``native-*`` strategies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from openrlhf_srt.drafting.drafters import Drafter
 from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
 
 BACKENDS = ("python", "arctic")
@@ -53,3 +57,86 @@ def tree_factory(backend: str):
         ArcticTree(1)  # fail early with the install hint
         return ArcticTree
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+class NativeDrafter(Drafter):
+    """The project's native cache (``openrlhf_srt.cache.TreeCache``) as a replay drafter.
+
+    Its rule decides the trees: "prompt" (per-prompt tree, which also indexes the prompt),
+    "global", "best" or "merge" (see docs/cache.md). ``history`` defers inserting a step's
+    sequences until the step ends (RhymeRL); ``window`` drops steps older than W.
+    """
+
+    def __init__(self, name: str, rule: str = "prompt", max_depth: int = 24,
+                 min_prob: float = 0.1, tree: bool = False, history: bool = False,
+                 window: int = 0, global_weight: float = 1.0) -> None:
+        from openrlhf_srt.cache import CacheConfig, TreeCache
+
+        self.name = name
+        self.tree, self.history, self.window = tree, history, window
+        self.config = CacheConfig(max_depth=max_depth, rule=rule, min_prob=min_prob,
+                                  global_weight=global_weight)
+        self._cache = TreeCache(self.config)
+        self._done: list = []
+        self._step = 0
+
+    def settings(self) -> dict[str, object]:
+        c = self.config
+        out: dict[str, object] = {"backend": "native", "rule": c.rule, "max_depth": c.max_depth,
+                                  "min_prob": c.min_prob, "tree_spec": self.tree}
+        if c.rule == "merge":
+            out["global_weight"] = c.global_weight
+        if self.history:
+            out["insert"] = "history (after the step)"
+        if self.window:
+            out["window_steps"] = self.window
+        return out
+
+    def begin_step(self, step: int, runahead=None) -> None:
+        if runahead:
+            raise ValueError("the native replay drafter does not simulate run-ahead")
+        self._step = step
+        if self.window:
+            self._cache.drop_steps_before(step - self.window)
+
+    def start(self, seq) -> None:
+        if not self.history:
+            self._cache.add_sequence(seq.seq_id, seq.prompt_key, seq.prompt, step=seq.step)
+
+    def draft(self, seq, budget: int) -> Draft:
+        if self.history:
+            return self._history_draft(seq, budget)
+        d = self._cache.draft(seq.seq_id, budget, tree=self.tree)
+        return _from_native(d, self.tree)
+
+    def _history_draft(self, seq, budget: int) -> Draft:
+        d = self._cache.draft_context(seq.prompt_key, seq.context, budget,
+                                      response_start=len(seq.prompt), tree=self.tree)
+        return _from_native(d, self.tree)
+
+    def extend(self, seq, tokens) -> None:
+        if not self.history:
+            self._cache.extend(seq.seq_id, list(tokens))
+
+    def finish(self, seq) -> None:
+        if self.history:
+            self._done.append(seq)
+        else:
+            self._cache.finish_sequence(seq.seq_id)
+
+    def end_step(self, step: int) -> None:
+        for seq in self._done:
+            self._cache.add_sequence(seq.seq_id, seq.prompt_key, seq.prompt, step=seq.step)
+            self._cache.extend(seq.seq_id, seq.response)
+            self._cache.finish_sequence(seq.seq_id)
+        self._done = []
+
+
+def _from_native(d, tree: bool) -> Draft:
+    if tree:
+        tokens = [int(t) for t in d.tree_tokens]
+        return Draft(tokens, [int(p) for p in d.tree_parents],
+                     [float(p) for p in d.tree_probs], float(d.score), int(d.match_len))
+    tokens = [int(t) for t in d.tokens]
+    return Draft(tokens, list(range(-1, len(tokens) - 1)), [float(p) for p in d.probs],
+                 float(d.score), int(d.match_len))

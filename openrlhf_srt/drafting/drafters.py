@@ -159,7 +159,7 @@ class TreeDrafter(Drafter):
             self._global.extend(seq.seq_id, tokens)
 
     def finish(self, seq: SeqState) -> None:
-        for tree in self._trees_of(seq)[1:]:
+        for _, tree in self._trees_of(seq)[1:]:
             forget = getattr(tree, "forget", None)
             if forget is not None:
                 forget(seq.seq_id)
@@ -176,13 +176,17 @@ class TreeDrafter(Drafter):
         self._runahead_ids = []
 
     # --------------------------------------------------------------------------- drafting
-    def _trees_of(self, seq: SeqState) -> list[SuffixTree]:
-        trees = [self._local[seq.seq_id]]
+    def _trees_of(self, seq: SeqState) -> list[tuple[str, SuffixTree]]:
+        trees = [("local", self._local[seq.seq_id])]
         if self.prompt_mode:
-            trees.append(self._prompt_trees[seq.prompt_key])
+            trees.append(("prompt", self._prompt_trees[seq.prompt_key]))
         if self._global is not None:
-            trees.append(self._global)
+            trees.append(("global", self._global))
         return trees
+
+    @staticmethod
+    def match_key(seq: SeqState, role: str) -> int:
+        return 0 if role == "local" else seq.seq_id
 
     def draft(self, seq: SeqState, budget: int) -> Draft:
         from openrlhf_srt.drafting import combine
@@ -190,10 +194,10 @@ class TreeDrafter(Drafter):
         combiner = self.combiner or combine.best
         return combiner(self, seq, self._trees_of(seq), budget)
 
-    def speculate(self, tree: SuffixTree, seq: SeqState, budget: int, local: bool) -> Draft:
+    def speculate(self, tree: SuffixTree, seq: SeqState, budget: int, role: str) -> Draft:
         """One tree's own draft for ``seq`` (the local tree's match cache is keyed by 0)."""
         return tree.speculate(seq.context, budget, self.factor, self.offset, self.min_prob,
-                              self.tree_spec, key=0 if local else seq.seq_id,
+                              self.tree_spec, key=self.match_key(seq, role),
                               **({"alpha": self.alpha} if self.alpha else {}))
 
 

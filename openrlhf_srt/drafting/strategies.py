@@ -27,6 +27,9 @@ class Common:
     factor: float = 1.0
 
 
+# Drafting settings of the recommended rule; they override the common settings.
+DEFAULT_DRAFTING = {"factor": 1000.0, "min_prob": 0.0}
+
 # name -> (description, TreeDrafter keyword arguments or None for n-gram, extras)
 STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
     "global": ("one global tree over all prompts' responses, online (SuffixDecoding, vLLM "
@@ -43,6 +46,26 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
             {"length_aware": True}),
     "srt-runahead": ("SRT plus simulated run-ahead of the next step's prompts",
                      {"prompt_mode": "online"}, {"runahead": RunAhead()}),
+    "merge": ("per-prompt (online) and global trees, counts pooled (weights 1/1/1)",
+              {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge()}, {}),
+    # The recommended default (docs/replay.md, "Research"): pooled counts of the local,
+    # per-prompt and global trees, a 16-token draft tree, no match-length cap, no min_prob.
+    "default": ("recommended: local + per-prompt + global counts pooled, draft tree",
+                {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge(),
+                 **DEFAULT_DRAFTING, "tree_spec": True}, {}),
+    "default-path": ("the recommended rule with single-path drafts (chain verifiers)",
+                     {"prompt_mode": "online", "use_global": True,
+                      "combiner": combine.Merge(), **DEFAULT_DRAFTING}, {}),
+}
+
+# The native cache (openrlhf_srt.cache) replayed with its own rules.
+NATIVE: dict[str, tuple[str, dict]] = {
+    "native-global": ("native cache, rule global", {"rule": "global"}),
+    "native-srt": ("native cache, rule prompt (per-prompt tree, online)", {"rule": "prompt"}),
+    "native-history": ("native cache, rule prompt, a step's sequences inserted after it",
+                       {"rule": "prompt", "history": True}),
+    "native-best": ("native cache, rule best (per-prompt or global draft)", {"rule": "best"}),
+    "native-merge": ("native cache, rule merge (pooled counts)", {"rule": "merge"}),
 }
 
 ANCHORS = ("global", "srt", "history")
@@ -51,12 +74,22 @@ ANCHORS = ("global", "srt", "history")
 def make_strategies(names: Sequence[str], backend: str = "python",
                     common: Common | None = None) -> list[Strategy]:
     common = common or Common()
-    unknown = [n for n in names if n not in STRATEGIES]
+    unknown = [n for n in names if n not in STRATEGIES and n not in NATIVE]
     if unknown:
-        raise ValueError(f"unknown strategies {unknown}; choose from {sorted(STRATEGIES)}")
-    factory = tree_factory(backend)
+        raise ValueError(f"unknown strategies {unknown}; choose from "
+                         f"{sorted(STRATEGIES) + sorted(NATIVE)}")
+    factory = tree_factory(backend) if any(n in STRATEGIES for n in names) else None
+    fixed = Budget(BudgetConfig(rule="fixed", max_draft_tokens=common.budget))
     out = []
     for name in names:
+        if name in NATIVE:
+            from openrlhf_srt.drafting.backends import NativeDrafter
+
+            make = partial(NativeDrafter, name, max_depth=common.max_depth,
+                           min_prob=common.min_prob, **NATIVE[name][1])
+            make()  # fail early (ImportError) when the native cache is not built
+            out.append(Strategy(name, make, fixed))
+            continue
         _, kwargs, extras = STRATEGIES[name]
         if kwargs is None:
             make = partial(NgramDrafter, name=name)
@@ -76,7 +109,7 @@ def make_strategies(names: Sequence[str], backend: str = "python",
 
 
 def describe(name: str) -> str:
-    return STRATEGIES[name][0]
+    return STRATEGIES[name][0] if name in STRATEGIES else NATIVE[name][0]
 
 
-__all__ = ["ANCHORS", "STRATEGIES", "Common", "combine", "describe", "make_strategies"]
+__all__ = ["ANCHORS", "NATIVE", "STRATEGIES", "Common", "combine", "describe", "make_strategies"]
