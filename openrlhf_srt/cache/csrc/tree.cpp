@@ -21,7 +21,8 @@ uint32_t Tree::alloc() {
     return n;
   }
   if (nodes_.size() >= NIL - 1) throw std::length_error("tree node index space exhausted");
-  if (nodes_.size() == nodes_.capacity()) nodes_.reserve(nodes_.size() + nodes_.size() / 2 + 16);
+  // Grow by 1/4: slack is counted against the budget, and copies stay amortized O(1).
+  if (nodes_.size() == nodes_.capacity()) nodes_.reserve(nodes_.size() + nodes_.size() / 4 + 16);
   nodes_.push_back(Node{});
   return static_cast<uint32_t>(nodes_.size() - 1);
 }
