@@ -213,7 +213,11 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
   if (cfg_.rule == kBest) {
     Source sa{a, pa, nullptr, Pos{}, 1.0}, sb{nullptr, Pos{}, b, pb, 1.0};
     draft_chain(sa, budget, min_prob, r.path);
-    draft_chain(sb, budget, min_prob, alt_);
+    // A full-length chain of probability-1 tokens cannot be beaten (ties go to the prompt).
+    if (r.path.score >= static_cast<double>(budget))
+      alt_.toks.clear(), alt_.probs.clear(), alt_.score = 0.0;
+    else
+      draft_chain(sb, budget, min_prob, alt_);
     bool use_b = alt_.score > r.path.score || (!pa.valid() && pb.valid());
     if (use_b) std::swap(r.path, alt_);
     src = use_b ? sb : sa;
