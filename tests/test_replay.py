@@ -184,7 +184,7 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     png, js = tmp_path / "replay.png", tmp_path / "replay.json"
     argv = [str(p) for p in TRACES] + ["--prompts", "1", "--strategies",
-                                       "global,srt,history,ngram,das,srt-runahead",
+                                       "srt,ngram,srt-runahead",
                                        "--plot", str(png), "--json", str(js), "--quiet"]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
@@ -198,3 +198,15 @@ def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     first = read_traces(TRACES[0])
     n = sum(len(r.response_token_ids) for r in first if r.prompt_key == first[0].prompt_key)
     assert figures[str(TRACES[0])][0]["total"]["tokens"] == n
+
+
+def test_default_strategy_pools_trees_and_drafts_a_tree():
+    # One step, two identical samples: the default (pooled counts, draft tree) drafts from
+    # the sibling's tokens like SRT and reproduces every recorded token.
+    records = [rec(0, [9], 0, [5, 6, 7, 8, 2]), rec(0, [9], 1, [5, 6, 7, 8, 2])]
+    strategies = make_strategies(["srt", "default", "default-path", "merge"])
+    results = replay(records, strategies, progress=False)
+    assert all(r.total.tokens == 10 for r in results)
+    by_name = {r.strategy: r.total for r in results}
+    assert by_name["default"].steps <= by_name["srt"].steps
+    assert "tree_spec=True" in ", ".join(f"{k}={v}" for k, v in strategies[1].settings().items())

@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-prob", type=float, default=Common.min_prob)
     p.add_argument("--factor", type=float, default=Common.factor,
                    help="draft at most factor x match length tokens")
+    p.add_argument("--tree", action="store_true",
+                   help="draft token trees (best-first, --budget nodes) instead of paths")
     p.add_argument("--prompts", type=int, default=0,
                    help="replay only the first N prompts of each file (0: all)")
     p.add_argument("--bucket", type=int, default=32, help="response positions per plot bucket")
@@ -121,7 +123,7 @@ def plot(all_results: list[tuple[Path, list[Result]]], path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    common = Common(args.max_depth, args.budget, args.min_prob, args.factor)
+    common = Common(args.max_depth, args.budget, args.min_prob, args.factor, args.tree)
     try:
         strategies = make_strategies(args.strategies, args.backend, common)
         inputs = [(Path(t), load(Path(t), args.prompts)) for t in args.traces]

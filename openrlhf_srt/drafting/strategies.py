@@ -1,8 +1,9 @@
 """The named strategies of the replay simulator (docs/replay.md has the table).
 
 ``make_strategies(names, backend, ...)`` builds them with shared settings: tree depth, draft
-budget, minimum path probability and ``max_spec_factor`` (drafts at most factor x match
-length tokens, as vLLM's ``suffix`` method does). The defaults are the reference settings of
+budget, minimum path probability, ``max_spec_factor`` (drafts at most factor x match
+length tokens, as vLLM's ``suffix`` method does) and path or tree drafts; the ``default``
+strategies fix their own drafting settings (``DEFAULT_DRAFTING``) and ignore these three. The defaults are the reference settings of
 shared/data/README.md: depth 24, 16 tokens, min probability 0.1, factor 1.
 """
 
@@ -25,6 +26,7 @@ class Common:
     budget: int = 16
     min_prob: float = 0.1
     factor: float = 1.0
+    tree: bool = False  # draft token trees instead of single paths
 
 
 # Drafting settings of the recommended rule; they override the common settings.
@@ -55,7 +57,8 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
                  **DEFAULT_DRAFTING, "tree_spec": True}, {}),
     "default-path": ("the recommended rule with single-path drafts (chain verifiers)",
                      {"prompt_mode": "online", "use_global": True,
-                      "combiner": combine.Merge(), **DEFAULT_DRAFTING}, {}),
+                      "combiner": combine.Merge(), **DEFAULT_DRAFTING, "tree_spec": False},
+                     {}),
 }
 
 # The native cache (openrlhf_srt.cache) replayed with its own rules.
@@ -86,7 +89,7 @@ def make_strategies(names: Sequence[str], backend: str = "python",
             from openrlhf_srt.drafting.backends import NativeDrafter
 
             make = partial(NativeDrafter, name, max_depth=common.max_depth,
-                           min_prob=common.min_prob, **NATIVE[name][1])
+                           min_prob=common.min_prob, tree=common.tree, **NATIVE[name][1])
             make()  # fail early (ImportError) when the native cache is not built
             out.append(Strategy(name, make, fixed))
             continue
@@ -95,7 +98,7 @@ def make_strategies(names: Sequence[str], backend: str = "python",
             make = partial(NgramDrafter, name=name)
         else:
             kw = dict(max_depth=common.max_depth, min_prob=common.min_prob,
-                      factor=common.factor, tree_factory=factory)
+                      factor=common.factor, tree_spec=common.tree, tree_factory=factory)
             kw.update(kwargs)
             make = partial(TreeDrafter, name=name, **kw)
         if extras.get("length_aware"):
