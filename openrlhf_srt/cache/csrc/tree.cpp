@@ -193,7 +193,16 @@ void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
     // The loci are scattered nodes: fetch them all before walking (memory-level parallelism).
     for (size_t d = dmax; d >= 1; --d) __builtin_prefetch(&nodes_[s.loci[d - 1]]);
     for (size_t d = dmax; d >= 1; --d) {
-      uint32_t nx = extend(s.loci[d - 1], slot, p, t);
+      const uint32_t x = s.loci[d - 1];
+      Node& X = nodes_[x];
+      uint32_t nx = x;
+      if (X.first_child == NIL && X.count == 1) {  // the common deep case, inlined: our leaf
+        const uint32_t len = X.len() + 1;
+        X.ref_seq = slot;
+        X.set_ref(p + 1 - len, len);
+      } else {
+        nx = extend(x, slot, p, t);
+      }
       if (d < keep) s.loci[d] = nx;
     }
     uint32_t first = extend(0, slot, p, t);
