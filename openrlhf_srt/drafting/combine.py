@@ -10,8 +10,10 @@ trees); it returns one ``Draft``.
   trees that match the same context suffix, and one draft is expanded over the pooled
   counts (needs the pure-Python tree). A child's probability is its pooled count over the
   parent's pooled count plus ``alpha``. The match length is chosen as ``best`` chooses it
-  (highest score over all matched lengths, the longer winning ties) or, with ``support``
-  > 0, as the longest match whose pooled count is at least ``support``.
+  (highest score over all matched lengths, the longer winning ties; of lengths with the same
+  pooled count only the longest is expanded: its occurrences are those of the shorter one,
+  so its draft is the same up to the depth bound) or, with ``support`` > 0, as the longest
+  match whose pooled count is at least ``support``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ class Merge:
                     return self._expand(drafter, state, length, budget)
             return Draft()
         chosen = Draft()
+        totals = [sum(w * n.count for w, n in state) for state in states]
         for length, state in enumerate(states, start=1):
+            if length < longest and totals[length] == totals[length - 1]:
+                continue  # the longer match has the same occurrences, hence the same draft
             d = self._expand(drafter, state, length, budget)
             if d.score >= chosen.score:
                 chosen = d

@@ -34,8 +34,8 @@ DEFAULT_DRAFTING = {"factor": 1000.0, "min_prob": 0.0}
 
 # name -> (description, TreeDrafter keyword arguments or None for n-gram, extras)
 STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
-    "global": ("one global tree over all prompts' responses, online (SuffixDecoding, vLLM "
-               "suffix)", {"prompt_mode": None, "use_global": True}, {}),
+    "global": ("one global tree over all prompts' responses, online (SuffixDecoding, vLLM suffix)",
+               {"prompt_mode": None, "use_global": True}, {}),
     "srt": ("per-prompt trees, earlier steps + own and sibling tokens online (SRT)",
             {"prompt_mode": "online"}, {}),
     "history": ("per-prompt trees of earlier steps' finished responses only (RhymeRL)",
@@ -43,8 +43,8 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
     "best": ("per-prompt (online) and global trees, the higher-scoring draft",
              {"prompt_mode": "online", "use_global": True}, {}),
     "ngram": ("n-gram lookup in the own prompt + response (vLLM ngram)", None, {}),
-    "das": ("per-prompt trees over a window of the last W steps, online, with DAS's "
-            "length-aware budget", {"prompt_mode": "window", "window": 1},
+    "das": (("per-prompt trees over a window of the last W steps, online, with DAS's "
+             "length-aware budget"), {"prompt_mode": "window", "window": 1},
             {"length_aware": True}),
     "srt-runahead": ("SRT plus simulated run-ahead of the next step's prompts",
                      {"prompt_mode": "online"}, {"runahead": RunAhead()}),
@@ -97,8 +97,8 @@ def make_strategies(names: Sequence[str], backend: str = "python",
         if kwargs is None:
             make = partial(NgramDrafter, name=name)
         else:
-            kw = dict(max_depth=common.max_depth, min_prob=common.min_prob,
-                      factor=common.factor, tree_spec=common.tree, tree_factory=factory)
+            kw = {"max_depth": common.max_depth, "min_prob": common.min_prob,
+                  "factor": common.factor, "tree_spec": common.tree, "tree_factory": factory}
             kw.update(kwargs)
             make = partial(TreeDrafter, name=name, **kw)
         if extras.get("length_aware"):

@@ -27,7 +27,6 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-
 _F32 = struct.Struct("f")
 
 
@@ -37,7 +36,7 @@ def f32(x: float) -> float:
 
 
 class _Node:
-    __slots__ = ("token", "count", "children", "order")
+    __slots__ = ("children", "count", "order", "token")
 
     def __init__(self, token: int = -1) -> None:
         self.token = token
