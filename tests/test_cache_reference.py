@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 
 import numpy as np
 import pytest
@@ -141,3 +143,23 @@ def test_batched_step_equals_extend_then_draft(sc):
             assert out.score[i] == pytest.approx(d.score, rel=1e-6)
     cache_a.check()
     assert cache_a.dump() == cache_b.dump()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_snapshot_round_trip_on_random_scenarios(sc):
+    cache, seqs = run_scenario(sc)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "snap.srt")
+        cache.save(path)
+        loaded = TreeCache.load(path)
+    loaded.check()
+    assert loaded.dump() == cache.dump()
+    for p in range(len(sc["prompts"])):
+        if any(info["p"] == p for info in seqs.values()):
+            assert loaded.dump(1000 + p) == cache.dump(1000 + p)
+    for s, info in seqs.items():
+        if info["running"]:
+            a, b = cache.draft(s, sc["budget"]), loaded.draft(s, sc["budget"])
+            assert a.tokens.tolist() == b.tokens.tolist()
+            assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
