@@ -247,8 +247,11 @@ def test_stats_are_live_figures():
     s0 = c.stats()
     c.add_sequence(1, 7, [1, 2, 3], step=0)
     c.extend(1, [4, 5, 6])
+    c.add_sequence(2, 7, [1, 2, 3], step=0, tag="runahead")
+    c.finish_sequence(2)
     s1 = c.stats()
-    assert (s1["prompts"], s1["sequences"], s1["running"], s1["tokens"]) == (1, 1, 1, 6)
+    assert (s1["prompts"], s1["sequences"], s1["running"], s1["runahead"]) == (1, 2, 1, 1)
+    assert s1["tokens"] == 6
     assert s1["nodes"] > 0 and s1["bytes"] > s0["bytes"] and 0 < s1["global_bytes"] < s1["bytes"]
     c.clear()
     assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0

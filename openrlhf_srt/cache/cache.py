@@ -212,8 +212,9 @@ class TreeCache:
         self._c.clear()
 
     def stats(self) -> dict:
-        """Live figures: prompts, sequences, running, detached, nodes, global_nodes, bytes,
-        global_bytes, tokens (cached prompt + response tokens), byte_budget, evictions."""
+        """Live figures: prompts, sequences, running, detached, runahead (sequences tagged
+        run-ahead), nodes, global_nodes, bytes, global_bytes, tokens (cached prompt + response
+        tokens), byte_budget, evicted_prompts, evicted_running."""
         s = dict(self._c.stats())
         s["byte_budget"] = self.config.byte_budget
         return s

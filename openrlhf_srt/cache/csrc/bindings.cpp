@@ -107,6 +107,7 @@ NB_MODULE(_tree, m) {
              d["sequences"] = s.sequences;
              d["running"] = s.running;
              d["detached"] = s.detached;
+             d["runahead"] = s.runahead;
              d["nodes"] = s.nodes;
              d["global_nodes"] = s.global_nodes;
              d["bytes"] = s.bytes;

@@ -13,6 +13,7 @@ Stats Cache::stats() {
     if (info.detached) { s.detached += 1; continue; }
     s.sequences += 1;
     s.running += info.running ? 1 : 0;
+    s.runahead += info.tag == kRunahead ? 1 : 0;
   }
   for (auto& [key, e] : prompts_) {
     s.nodes += e->tree.num_nodes();
