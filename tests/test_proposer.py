@@ -121,7 +121,7 @@ def test_tokens_flow_into_the_cache_and_drafts_come_back(make):
     keys = [a[1] for a in src.added]
     assert keys[0] == keys[1] == prompt_key([1, 2, 3]) and keys[2] == prompt_key([9, 9])
     assert [a[4] for a in src.added] == ["rollout", "runahead", "rollout"]
-    seqs, toks, counts, budgets = src.steps[-1]
+    _, toks, counts, budgets = src.steps[-1]
     assert toks == [4, 5] and counts == [1, 1, 0] and budgets == [K, K, 0]
     # a accepted 2 of its 3 drafts (+1 bonus), b none, c got its first token
     _propose(p, r, [[7, 7, 8], [6], [10]])

@@ -67,11 +67,11 @@ class SRTConfig:
         for name in ("max_depth", "byte_budget", "step"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"SRTConfig.{name} must be an integer, got {v!r}")
+                raise ValueError(f"SRTConfig.{name} must be an integer, got {v!r}")  # noqa: TRY004 - ValueError is the config contract
         for name in ("min_prob", "global_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise ValueError(f"SRTConfig.{name} must be a number, got {v!r}")
+                raise ValueError(f"SRTConfig.{name} must be a number, got {v!r}")  # noqa: TRY004
         if not 0.0 <= self.min_prob <= 1.0:
             raise ValueError(f"SRTConfig.min_prob must be in [0, 1], got {self.min_prob!r}")
         if self.source is not None and (not isinstance(self.source, str) or ":" not in self.source):
@@ -84,7 +84,7 @@ class SRTConfig:
         if isinstance(d, SRTConfig):
             return d
         if not isinstance(d, dict):
-            raise ValueError(f"SRT config must be a dict, got {type(d).__name__}")
+            raise ValueError(f"SRT config must be a dict, got {type(d).__name__}")  # noqa: TRY004
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -24,7 +24,7 @@ class SRTWorkerExtension:
         runner = getattr(self, "model_runner", None)
         drafter = getattr(runner, "drafter", None)
         if not isinstance(drafter, SRTProposer):
-            raise RuntimeError(
+            raise RuntimeError(  # noqa: TRY004 - a misconfigured engine, not a bad argument
                 "this engine's drafter is not SRTProposer (start it with "
                 "openrlhf_srt.vllm.srt_engine.start_srt_engine or speculative_config "
                 "method='custom_class', model='openrlhf_srt.vllm.proposer.SRTProposer')"
