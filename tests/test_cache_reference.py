@@ -18,13 +18,18 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 
 
 @st.composite
-def scenarios(draw):
+def scenarios(draw, vocab=(2, 5), length=(0, 24), nseqs=(1, 6), hot=False):
+    """Small vocabularies so that matches happen. `hot` puts token 0 before every token, so
+    the node of 0 gets one child per distinct token: a hub (>= 32 children) in big ones."""
     depth = draw(st.integers(2, 7))
-    vocab = draw(st.integers(2, 5))
+    vocab = draw(st.integers(*vocab))
     tok = st.integers(0, vocab - 1)
     prompts = draw(st.lists(st.lists(tok, min_size=1, max_size=6), min_size=1, max_size=3))
     seqs = draw(st.lists(st.tuples(st.integers(0, len(prompts) - 1),
-                                   st.lists(tok, max_size=24)), min_size=1, max_size=6))
+                                   st.lists(tok, min_size=length[0], max_size=length[1])),
+                         min_size=nseqs[0], max_size=nseqs[1]))
+    if hot:
+        seqs = [(p, [x for t in resp for x in (0, t)]) for p, resp in seqs]
     return dict(depth=depth, vocab=vocab, prompts=prompts, seqs=seqs,
                 rule=draw(st.sampled_from(RULES)), seed=draw(st.integers(0, 2**32 - 1)),
                 budget=draw(st.integers(0, 8)), min_prob=draw(st.sampled_from([0.0, 0.1, 0.34])),
@@ -82,8 +87,23 @@ def assert_same_draft(got, want):
     assert got.source == source
 
 
+def test_big_scenarios_exercise_hub_nodes():
+    """Guard for the tests above: the big scenarios must create hub nodes."""
+    rng = random.Random(4)
+    c = TreeCache(CacheConfig(max_depth=4))
+    for i in range(4):
+        c.add_sequence(i, 1, [1], step=0)
+        c.extend(i, [x for _ in range(30) for x in (0, rng.randrange(40, 90))])
+    assert c.stats()["hubs"] > 0
+    c.check()
+
+
+def big_scenarios():
+    return scenarios(vocab=(40, 90), length=(30, 60), nseqs=(4, 10), hot=True)
+
+
 @SETTINGS
-@given(scenarios())
+@given(st.one_of(scenarios(), big_scenarios()))
 def test_counts_and_nodes_match_reference(sc):
     cache, seqs = run_scenario(sc)
     cache.check()
@@ -98,7 +118,7 @@ def test_counts_and_nodes_match_reference(sc):
 
 
 @SETTINGS
-@given(scenarios(), st.lists(st.integers(0, 4), min_size=1, max_size=10))
+@given(st.one_of(scenarios(), big_scenarios()), st.lists(st.integers(0, 30), min_size=1, max_size=10))
 def test_drafts_match_reference(sc, probe):
     cache, seqs = run_scenario(sc)
     ptrees, gtree = reference_trees(sc, seqs)

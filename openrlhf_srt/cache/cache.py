@@ -213,8 +213,9 @@ class TreeCache:
 
     def stats(self) -> dict:
         """Live figures: prompts, sequences, running, detached, runahead (sequences tagged
-        run-ahead), nodes, global_nodes, bytes, global_bytes, tokens (cached prompt + response
-        tokens), byte_budget, evicted_prompts, evicted_running."""
+        run-ahead), nodes, global_nodes, hubs (nodes whose children are in a hash table),
+        bytes, global_bytes, tokens (cached prompt + response tokens), byte_budget,
+        evicted_prompts, evicted_running."""
         s = dict(self._c.stats())
         s["byte_budget"] = self.config.byte_budget
         return s

@@ -110,6 +110,7 @@ NB_MODULE(_tree, m) {
              d["runahead"] = s.runahead;
              d["nodes"] = s.nodes;
              d["global_nodes"] = s.global_nodes;
+             d["hubs"] = s.hubs;
              d["bytes"] = s.bytes;
              d["global_bytes"] = s.global_bytes;
              d["tokens"] = s.tokens;

@@ -44,7 +44,7 @@ struct StepOut {
 
 struct Stats {
   size_t prompts = 0, sequences = 0, running = 0, detached = 0, runahead = 0;
-  size_t nodes = 0, global_nodes = 0, bytes = 0, global_bytes = 0, tokens = 0;
+  size_t nodes = 0, global_nodes = 0, hubs = 0, bytes = 0, global_bytes = 0, tokens = 0;
   size_t evicted_prompts = 0, evicted_running = 0;
 };
 

@@ -17,10 +17,12 @@ Stats Cache::stats() {
   }
   for (auto& [key, e] : prompts_) {
     s.nodes += e->tree.num_nodes();
+    s.hubs += e->tree.num_hubs();
     s.tokens += e->prompt.size();
   }
   s.global_nodes = global_.num_nodes();
   s.nodes += s.global_nodes;
+  s.hubs += global_.num_hubs();
   s.tokens += global_.live_tokens();  // response tokens
   s.bytes = total_bytes();
   s.global_bytes = global_.bytes();

@@ -88,10 +88,7 @@ void draft_chain(const Source& src, int budget, double min_prob, Chain& out) {
       int32_t tok = 0;
       uint32_t cnt = 0;
       Pos np;
-      t->for_each_next(p, [&](int32_t tk, uint32_t c, const Pos& q) {
-        tok = tk, cnt = c, np = q;
-        return false;
-      });
+      if (!t->best_next(p, tok, cnt, np)) break;
       double q = prob * (cnt / static_cast<double>(d));
       if (q < min_prob) break;
       prob = q;

@@ -20,6 +20,12 @@
 namespace srt {
 
 constexpr uint32_t NIL = 0xFFFFFFFFu;
+// A node with many children keeps them in a token -> child table instead of the sorted
+// sibling list (first_child then holds kHubBit | table index): appends through such a hub
+// would otherwise walk the list, one cache miss per sibling. Hub children are sorted when
+// a draft enumerates them, so the observable order is the same.
+constexpr uint32_t kHubBit = 0x80000000u;
+constexpr int kHubMin = 32;
 constexpr int kMaxDepthLimit = 255;               // edge length is stored in 8 bits
 constexpr uint32_t kMaxSeqLen = (1u << 24) - 1;   // edge start index is stored in 24 bits
 
@@ -29,7 +35,7 @@ struct Node {
   int32_t token;          // first token of the edge
   uint32_t count;         // occurrences of the path
   uint32_t cont;          // occurrences followed by a token = sum of children's counts
-  uint32_t first_child;   // children sorted by (count desc, token asc); root uses RootMap
+  uint32_t first_child;   // children sorted by (count desc, token asc); root, hubs: RootMap
   uint32_t next_sibling;  // also the free-list link
   uint32_t parent;
   uint32_t ref_seq;       // slot of the sequence holding the edge label
@@ -85,6 +91,8 @@ class Tree {
 
   // Next-token view of a position: denominator and the i-th best continuation.
   uint32_t denom(const Pos& p) const;
+  // The most frequent continuation (ties: smaller token); false if there is none.
+  bool best_next(const Pos& p, int32_t& tok, uint32_t& count, Pos& next) const;
   // Calls f(token, count, next_pos) for continuations in (count desc, token asc) order
   // until f returns false.
   template <class F>
@@ -93,6 +101,7 @@ class Tree {
   size_t bytes() const;
   size_t num_nodes() const { return nodes_.size() - free_count_ - 1; }
   size_t live_tokens() const { return live_tokens_; }
+  size_t num_hubs() const { return hubs_.size() - free_hubs_.size(); }
   size_t num_seqs() const { return slot_of_.size(); }
   std::string check() const;  // "" if every invariant holds, else the first violation
   // (path, count, cont) of every node, for tests.
@@ -101,6 +110,17 @@ class Tree {
 
  private:
   int32_t tok_at(uint32_t seq, uint32_t idx) const { return seqs_[seq].toks[idx]; }
+  bool is_hub(uint32_t x) const {
+    const uint32_t f = nodes_[x].first_child;
+    return f != NIL && (f & kHubBit);
+  }
+  RootMap& hub(uint32_t x) { return hubs_[nodes_[x].first_child & ~kHubBit]; }
+  const RootMap& hub(uint32_t x) const { return hubs_[nodes_[x].first_child & ~kHubBit]; }
+  void make_hub(uint32_t x);
+  void drop_hub(uint32_t x);
+  uint32_t only_child(uint32_t x) const;  // the single child, NIL if none or several
+  // Children of x in sibling order (count desc, token asc), hubs included.
+  void sorted_children(uint32_t x, std::vector<uint32_t>& out) const;
   int32_t edge_tok(const Node& n, uint32_t k) const { return tok_at(n.ref_seq, n.ref_idx() + k); }
   bool before(uint32_t a, uint32_t b) const {  // sibling order
     const Node& x = nodes_[a];
@@ -133,6 +153,9 @@ class Tree {
   size_t dead_tokens_ = 0;
   size_t seq_bytes_ = 0;  // capacity of every text and loci vector
   uint64_t epoch_ = 0;    // bumped by compact(), which renumbers slots
+  std::vector<RootMap> hubs_;
+  std::vector<uint32_t> free_hubs_;
+  size_t hub_bytes_ = 0;  // capacity of every hub table
 };
 
 template <class F>
@@ -148,6 +171,13 @@ void Tree::for_each_next(const Pos& p, F&& f) const {
     root_.for_each([&](int32_t t, uint32_t c) {
       return f(t, nodes_[c].count, Pos{c, 1, 1});
     });
+    return;
+  }
+  if (is_hub(p.node)) {
+    std::vector<uint32_t> kids;
+    sorted_children(p.node, kids);
+    for (uint32_t c : kids)
+      if (!f(nodes_[c].token, nodes_[c].count, Pos{c, 1, p.depth + 1})) return;
     return;
   }
   for (uint32_t c = n.first_child; c != NIL; c = nodes_[c].next_sibling) {

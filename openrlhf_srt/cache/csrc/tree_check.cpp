@@ -26,17 +26,22 @@ std::string Tree::check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& 
     SRT_REQUIRE(ref[x.ref_idx() - path.size() + i] == path[i]);
   SRT_REQUIRE(ref[x.ref_idx()] == x.token);
   uint64_t sum = 0;
-  size_t kids = 0;
-  for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling) {
+  std::vector<uint32_t> kids;
+  sorted_children(n, kids);
+  for (size_t i = 0; i < kids.size(); ++i) {
+    uint32_t c = kids[i];
     sum += nodes_[c].count;
-    ++kids;
-    if (nodes_[c].next_sibling != NIL) SRT_REQUIRE(before(c, nodes_[c].next_sibling));
+    if (is_hub(n)) {
+      SRT_REQUIRE(nodes_[c].next_sibling == NIL && hub(n).find(nodes_[c].token) == c);
+    } else if (nodes_[c].next_sibling != NIL) {
+      SRT_REQUIRE(before(c, nodes_[c].next_sibling));
+    }
   }
   SRT_REQUIRE(sum == x.cont);
   SRT_REQUIRE(x.count >= x.cont);
-  SRT_REQUIRE(kids >= 2 || x.count > x.cont);  // canonical
+  SRT_REQUIRE(kids.size() >= 2 || x.count > x.cont);  // canonical
   for (uint32_t k = 0; k < x.len(); ++k) path.push_back(ref[x.ref_idx() + k]);
-  for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling) {
+  for (uint32_t c : kids) {
     std::string err = check_node(c, n, path);
     if (!err.empty()) return err;
   }
@@ -89,8 +94,9 @@ void Tree::dump(std::vector<std::vector<int32_t>>& paths, std::vector<uint32_t>&
     paths.push_back(prefix);
     counts.push_back(x.count);
     conts.push_back(x.cont);
-    for (uint32_t c = x.first_child; c != NIL; c = nodes_[c].next_sibling)
-      stack.push_back({c, prefix});
+    std::vector<uint32_t> kids;
+    sorted_children(n, kids);
+    for (uint32_t c : kids) stack.push_back({c, prefix});
   }
 }
 
