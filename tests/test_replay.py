@@ -210,3 +210,23 @@ def test_default_strategy_pools_trees_and_drafts_a_tree():
     by_name = {r.strategy: r.total for r in results}
     assert by_name["default"].steps <= by_name["srt"].steps
     assert "tree_spec=True" in ", ".join(f"{k}={v}" for k, v in strategies[1].settings().items())
+
+
+def test_continued_counts_stay_exact_under_insert_and_remove():
+    rng = random.Random(2)
+    tree, seqs = SuffixTree(5), {}
+    for _ in range(200):
+        sid = rng.randrange(6)
+        if seqs and rng.random() < 0.2:
+            sid = rng.choice(list(seqs))
+            tree.remove(sid)
+            seqs.pop(sid)
+        else:
+            toks = [rng.randrange(3) for _ in range(rng.randint(1, 8))]
+            tree.extend(sid, toks)
+            seqs.setdefault(sid, []).extend(toks)
+    stack = [tree._root]
+    while stack:
+        node = stack.pop()
+        assert node.cont == sum(c.count for c in node.children.values())
+        stack.extend(node.children.values())

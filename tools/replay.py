@@ -20,7 +20,8 @@ from openrlhf_srt.drafting.backends import BACKENDS
 from openrlhf_srt.drafting.simulate import Result, replay
 from openrlhf_srt.drafting.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
 
-DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead")
+DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead",
+                      "merge", "default-path", "default")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help=f"comma-separated, from: {', '.join([*STRATEGIES, *NATIVE])}")
     p.add_argument("--backend", default="python", choices=BACKENDS,
-                   help="suffix tree implementation for the tree strategies")
+                   help="suffix tree of the tree strategies (the pooled-count ones always "
+                        "use the Python tree)")
     p.add_argument("--order", default="engine", choices=("engine", "sync"),
                    help="when a sequence's new tokens reach the caches within a round")
     p.add_argument("--max-depth", type=int, default=Common.max_depth)

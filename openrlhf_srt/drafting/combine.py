@@ -44,10 +44,16 @@ class Merge:
     alpha: float = 0.0
     support: float = 0.0
     top_children: int = 16  # children per node considered (most frequent first)
+    continued: bool = False  # denominator: occurrences that continue, not all occurrences
+    max_match: int = 0  # longest context suffix matched (0: max_depth - 1)
 
     def describe(self) -> str:
         pick = f"longest match with pooled count >= {self.support:g}" if self.support else \
             "best-scoring match length"
+        if self.max_match:
+            pick += f" (at most {self.max_match} tokens)"
+        if self.continued:
+            pick += ", p = count / continued count"
         return (f"merge: pooled counts, weights local {self.local:g} / prompt {self.prompt:g} / "
                 f"global {self.glob:g}, alpha {self.alpha:g}, {pick}")
 
@@ -60,17 +66,19 @@ class Merge:
             if w > 0:
                 per_tree.append((w, tree.matches(ctx, drafter.match_key(seq, role))))
         longest = max((len(m) for _, m in per_tree), default=0)
+        if self.max_match:
+            longest = min(longest, self.max_match)
         states = []
         for length in range(1, longest + 1):
             states.append([(w, m[length - 1]) for w, m in per_tree if len(m) >= length])
         if self.support:
             for length in range(longest, 0, -1):
                 state = states[length - 1]
-                if sum(w * n.count for w, n in state) >= self.support or length == 1:
+                if sum(w * self._denominator(n) for w, n in state) >= self.support or length == 1:
                     return self._expand(drafter, state, length, budget)
             return Draft()
         chosen = Draft()
-        totals = [sum(w * n.count for w, n in state) for state in states]
+        totals = [sum(w * self._denominator(n) for w, n in state) for state in states]
         for length, state in enumerate(states, start=1):
             if length < longest and totals[length] == totals[length - 1]:
                 continue  # the longer match has the same occurrences, hence the same draft
@@ -78,6 +86,9 @@ class Merge:
             if d.score >= chosen.score:
                 chosen = d
         return chosen
+
+    def _denominator(self, node) -> int:
+        return node.cont if self.continued else node.count
 
     def _expand(self, drafter, state, length: int, budget: int) -> Draft:
         limit = max(0, min(budget, int(length * drafter.factor + drafter.offset + 1e-6)))
@@ -87,7 +98,9 @@ class Merge:
 
         def push(state, prob: float, parent: int) -> None:
             nonlocal tick
-            total = sum(w * n.count for w, n in state) + self.alpha
+            total = sum(w * self._denominator(n) for w, n in state) + self.alpha
+            if total <= 0:
+                return
             pooled: dict[int, list] = {}
             for w, n in state:
                 for child in n.order[: self.top_children]:

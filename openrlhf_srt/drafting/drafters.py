@@ -109,6 +109,8 @@ class TreeDrafter(Drafter):
 
     def settings(self) -> dict[str, object]:
         out: dict[str, object] = {"trees": self.trees()}
+        if self.tree_factory is not SuffixTree:
+            out["tree_impl"] = getattr(self.tree_factory, "__name__", str(self.tree_factory))
         if self.prompt_mode == "window":
             out["window_steps"] = self.window
         out.update(max_depth=self.max_depth, min_prob=self.min_prob,

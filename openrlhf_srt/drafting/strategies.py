@@ -18,6 +18,7 @@ from openrlhf_srt.drafting.backends import tree_factory
 from openrlhf_srt.drafting.budget import BudgetConfig
 from openrlhf_srt.drafting.drafters import NgramDrafter, TreeDrafter
 from openrlhf_srt.drafting.simulate import Budget, RunAhead, Strategy
+from openrlhf_srt.drafting.suffix_tree import SuffixTree
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def make_strategies(names: Sequence[str], backend: str = "python",
             kw = {"max_depth": common.max_depth, "min_prob": common.min_prob,
                   "factor": common.factor, "tree_spec": common.tree, "tree_factory": factory}
             kw.update(kwargs)
+            if isinstance(kw.get("combiner"), combine.Merge):
+                kw["tree_factory"] = SuffixTree  # pooled counts need the Python tree's nodes
             make = partial(TreeDrafter, name=name, **kw)
         if extras.get("length_aware"):
             # DAS: full budget at the traces' length cap (256), 2 tokens at the start

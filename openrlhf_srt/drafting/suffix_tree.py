@@ -36,11 +36,12 @@ def f32(x: float) -> float:
 
 
 class _Node:
-    __slots__ = ("children", "count", "order", "token")
+    __slots__ = ("children", "cont", "count", "order", "token")
 
     def __init__(self, token: int = -1) -> None:
         self.token = token
         self.count = 0
+        self.cont = 0  # occurrences that continue into a child (sum of children's counts)
         self.children: dict[int, _Node] = {}
         self.order: list[_Node] = []  # children, non-increasing count (unused at the root)
 
@@ -91,6 +92,7 @@ class SuffixTree:
             root.count += 1
             seq.append(token)
             for i, node in enumerate(active):
+                node.cont += 1
                 child = node.children.get(token)
                 if child is None:
                     child = _Node(token)
@@ -116,6 +118,7 @@ class SuffixTree:
             root.count -= 1
             node = root
             for token in seq[start : start + self.max_depth]:
+                node.cont -= 1
                 child = node.children[token]
                 if child.count > 1:
                     if node is root:
