@@ -8,10 +8,11 @@ import tempfile
 
 import numpy as np
 import pytest
+from cache_reference import RULES, RefTree
+from cache_reference import draft as ref_draft
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_reference import RULES, RefTree, draft as ref_draft
 from openrlhf_srt.cache import CacheConfig, TreeCache
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -30,10 +31,10 @@ def scenarios(draw, vocab=(2, 5), length=(0, 24), nseqs=(1, 6), hot=False):
                          min_size=nseqs[0], max_size=nseqs[1]))
     if hot:
         seqs = [(p, [x for t in resp for x in (0, t)]) for p, resp in seqs]
-    return dict(depth=depth, vocab=vocab, prompts=prompts, seqs=seqs,
-                rule=draw(st.sampled_from(RULES)), seed=draw(st.integers(0, 2**32 - 1)),
-                budget=draw(st.integers(0, 8)), min_prob=draw(st.sampled_from([0.0, 0.1, 0.34])),
-                weight=draw(st.sampled_from([1.0, 0.5, 2.0])))
+    return {"depth": depth, "vocab": vocab, "prompts": prompts, "seqs": seqs,
+                "rule": draw(st.sampled_from(RULES)), "seed": draw(st.integers(0, 2**32 - 1)),
+                "budget": draw(st.integers(0, 8)), "min_prob": draw(st.sampled_from([0.0, 0.1, 0.34])),
+                "weight": draw(st.sampled_from([1.0, 0.5, 2.0]))}
 
 
 def run_scenario(sc):
@@ -44,7 +45,7 @@ def run_scenario(sc):
     seqs = {}
     for i, (p, resp) in enumerate(sc["seqs"]):
         cache.add_sequence(100 + i, 1000 + p, sc["prompts"][p], step=i % 3)
-        seqs[100 + i] = dict(p=p, resp=resp, done=0, running=True)
+        seqs[100 + i] = {"p": p, "resp": resp, "done": 0, "running": True}
     pending = [s for s in seqs if seqs[s]["resp"]]
     while pending:  # online, interleaved chunks of 1..3 tokens
         s = rng.choice(pending)
@@ -122,8 +123,8 @@ def test_counts_and_nodes_match_reference(sc):
 def test_drafts_match_reference(sc, probe):
     cache, seqs = run_scenario(sc)
     ptrees, gtree = reference_trees(sc, seqs)
-    kw = dict(rule=sc["rule"], max_depth=sc["depth"], budget=sc["budget"],
-              min_prob=sc["min_prob"], w=sc["weight"])
+    kw = {"rule": sc["rule"], "max_depth": sc["depth"], "budget": sc["budget"],
+              "min_prob": sc["min_prob"], "w": sc["weight"]}
     for s, info in seqs.items():
         prompt = sc["prompts"][info["p"]]
         want = ref_draft(ptrees[info["p"]], gtree, prompt + info["resp"], len(prompt), **kw)

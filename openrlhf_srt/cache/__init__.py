@@ -4,4 +4,4 @@ from openrlhf_srt.cache.cache import BatchDrafts, Draft, TreeCache
 from openrlhf_srt.cache.config import RULES, CacheConfig
 from openrlhf_srt.cache.keys import prompt_key
 
-__all__ = ["BatchDrafts", "CacheConfig", "Draft", "RULES", "TreeCache", "prompt_key"]
+__all__ = ["RULES", "BatchDrafts", "CacheConfig", "Draft", "TreeCache", "prompt_key"]

@@ -94,7 +94,8 @@ def _int(value, name: str, lo: int, hi: int) -> int:
     if isinstance(value, np.integer):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
+        # ValueError, not TypeError: the API promises one exception type for bad input.
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")  # noqa: TRY004
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
     return value
@@ -114,7 +115,7 @@ class TreeCache:
     def __init__(self, config: CacheConfig | None = None):
         self.config = config if config is not None else CacheConfig()
         if not isinstance(self.config, CacheConfig):
-            raise ValueError(f"config must be a CacheConfig, got {type(config).__name__}")
+            raise ValueError(f"config must be a CacheConfig, got {type(config).__name__}")  # noqa: TRY004
         c = self.config
         self._c = _tree.Cache(c.max_depth, c.byte_budget, c.rule_id, float(c.min_prob),
                               c.max_draft_tokens, float(c.global_weight))
@@ -241,7 +242,7 @@ class TreeCache:
         save(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TreeCache":
+    def load(cls, path: str | os.PathLike) -> TreeCache:
         """Restore a snapshot; corrupt, truncated or wrong-version files raise ValueError."""
         from openrlhf_srt.cache.snapshot import load
 
