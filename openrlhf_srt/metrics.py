@@ -42,14 +42,14 @@ class RunLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
-        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
+        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._tb = self._wandb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-            except Exception as e:  # tensorboard missing or broken: keep the JSONL record
+            except Exception as e:  # noqa: BLE001 - tensorboard broken: keep the JSONL record
                 log.warning("TensorBoard logging off: %s", e)
         if wandb:
             self._start_wandb(project, config)
@@ -63,7 +63,7 @@ class RunLogger:
                 project=project, name=self.run_dir.name, dir=str(self.run_dir), config=config,
                 mode=mode, reinit="finish_previous",
             )
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - W&B is optional; never fatal
             log.warning("W&B logging off: %s", e)
             self._wandb = None
 

@@ -1,0 +1,62 @@
+"""The trained policy on CPU: per-token log-probs of responses and one optimizer step."""
+
+from __future__ import annotations
+
+import torch
+
+from openrlhf_srt.local.algorithms import policy_loss
+
+
+def _left_padded(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s)
+        attn[i, width - len(s):] = 1
+    return ids, attn
+
+
+def response_logprobs(model, prompts, responses, pad_id: int, autocast: bool = True):
+    """[batch, R] log-probs of each response token under `model` and the mask of real
+    tokens, R the longest response. Left padding puts every response at the end, so only
+    the last R+1 positions need logits."""
+    ids, attn = _left_padded(prompts, responses, pad_id)
+    r_max = max(len(r) for r in responses)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions,
+                       logits_to_keep=r_max + 1).logits
+    logits = logits[:, :-1].float()  # position t predicts token t+1
+    targets = ids[:, -r_max:]
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mask = torch.zeros_like(logp)
+    for i, r in enumerate(responses):
+        if r:
+            mask[i, r_max - len(r):] = 1.0
+    return logp, mask
+
+
+def train_step(model, optimizer, prompts, responses, advantages: torch.Tensor, pad_id: int, *,
+               micro_batch_size: int, clip_eps_low: float, clip_eps_high: float,
+               max_grad_norm: float = 1.0) -> dict[str, float]:
+    """One on-policy update over all samples: token-level loss across the whole batch
+    (each micro-batch's mean weighted by its share of tokens), one optimizer step."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total_tokens = sum(len(r) for r in responses)
+    loss_sum = clip_sum = 0.0
+    for lo in range(0, len(responses), micro_batch_size):
+        hi = lo + micro_batch_size
+        logp, mask = response_logprobs(model, prompts[lo:hi], responses[lo:hi], pad_id)
+        adv = advantages[lo:hi].to(logp.dtype).unsqueeze(-1).expand_as(logp)
+        info = policy_loss(logp, logp.detach(), adv, mask, clip_eps_low, clip_eps_high)
+        share = float(mask.sum()) / total_tokens
+        (info.loss * share).backward()
+        loss_sum += float(info.loss) * share
+        clip_sum += float(info.clip_ratio) * share
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    return {"train/policy_loss": loss_sum, "train/clip_ratio": clip_sum,
+            "train/grad_norm": grad_norm}
