@@ -70,6 +70,10 @@ NATIVE: dict[str, tuple[str, dict]] = {
                        {"rule": "prompt", "history": True}),
     "native-best": ("native cache, rule best (per-prompt or global draft)", {"rule": "best"}),
     "native-merge": ("native cache, rule merge (pooled counts)", {"rule": "merge"}),
+    # The recommended default on the native cache (docs/replay.md, "Research"): depth 18 at
+    # budget 16 caps the matched context at 2 tokens.
+    "native-default": ("recommended: native rule merge, context <= 2 tokens, draft tree",
+                       {"rule": "merge", "max_depth": 18, "min_prob": 0.0, "tree": True}),
 }
 
 ANCHORS = ("global", "srt", "history")
@@ -89,8 +93,9 @@ def make_strategies(names: Sequence[str], backend: str = "python",
         if name in NATIVE:
             from openrlhf_srt.drafting.backends import NativeDrafter
 
-            make = partial(NativeDrafter, name, max_depth=common.max_depth,
-                           min_prob=common.min_prob, tree=common.tree, **NATIVE[name][1])
+            kw = {"max_depth": common.max_depth, "min_prob": common.min_prob, "tree": common.tree}
+            kw.update(NATIVE[name][1])
+            make = partial(NativeDrafter, name, **kw)
             make()  # fail early (ImportError) when the native cache is not built
             out.append(Strategy(name, make, fixed))
             continue
