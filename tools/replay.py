@@ -21,7 +21,7 @@ from openrlhf_srt.drafting.simulate import Result, replay
 from openrlhf_srt.drafting.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
 
 DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead",
-                      "merge", "default-path", "default")
+                      "merge", "merge-best", "default-path", "default")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -32,6 +32,7 @@ class Common:
 
 # Drafting settings of the recommended rule; they override the common settings.
 DEFAULT_DRAFTING = {"factor": 1000.0, "min_prob": 0.0}
+DEFAULT_MERGE = combine.Merge(continued=True, support=1, max_match=2)
 
 # name -> (description, TreeDrafter keyword arguments or None for n-gram, extras)
 STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
@@ -51,15 +52,19 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
                      {"prompt_mode": "online"}, {"runahead": RunAhead()}),
     "merge": ("per-prompt (online) and global trees, counts pooled (weights 1/1/1)",
               {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge()}, {}),
-    # The recommended default (docs/replay.md, "Research"): pooled counts of the local,
-    # per-prompt and global trees, a 16-token draft tree, no match-length cap, no min_prob.
-    "default": ("recommended: local + per-prompt + global counts pooled, draft tree",
-                {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge(),
+    # The recommended default (docs/replay.md, "Research"): counts of the local, per-prompt
+    # and global trees pooled at the longest context of at most 2 tokens that continues,
+    # p = count / continued count, a 16-node draft tree, no length cap, no min_prob.
+    "default": ("recommended: pooled counts, context <= 2 tokens, draft tree",
+                {"prompt_mode": "online", "use_global": True, "combiner": DEFAULT_MERGE,
                  **DEFAULT_DRAFTING, "tree_spec": True}, {}),
     "default-path": ("the recommended rule with single-path drafts (chain verifiers)",
                      {"prompt_mode": "online", "use_global": True,
-                      "combiner": combine.Merge(), **DEFAULT_DRAFTING, "tree_spec": False},
+                      "combiner": DEFAULT_MERGE, **DEFAULT_DRAFTING, "tree_spec": False},
                      {}),
+    "merge-best": ("pooled counts at every match length, best-scoring one, draft tree",
+                   {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge(),
+                    **DEFAULT_DRAFTING, "tree_spec": True}, {}),
 }
 
 # The native cache (openrlhf_srt.cache) replayed with its own rules.
