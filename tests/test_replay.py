@@ -184,11 +184,11 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     png, js = tmp_path / "replay.png", tmp_path / "replay.json"
     argv = [str(p) for p in TRACES] + ["--prompts", "1", "--strategies",
-                                       "srt,ngram,srt-runahead",
+                                       "ngram,srt-runahead",
                                        "--plot", str(png), "--json", str(js), "--quiet"]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
-    assert "tok/step" in out and "srt-runahead" in out
+    assert "tok/step" in out and "srt-runahead" in out and "ngram" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figures = json.loads(js.read_text())
     assert len(figures) == 2
