@@ -48,9 +48,15 @@ def tokens_per_step(records, strategy, order="engine"):
 
 
 def test_lockstep_siblings_by_hand():
-    # Two samples of prompt [9], both answering 5 6 7 2. Worked out in docs/replay.md:
-    # engine order: A gets 1,1,2 tokens (draft [7] from B's tokens in round 3), B gets
-    # 1,2,1 (draft [6] from A's round-2 token) -> 8 tokens in 6 verification steps.
+    # Two samples A, B of prompt [9], both answering 5 6 7 2; SRT's per-prompt tree, engine
+    # order (A's tokens reach the tree before B drafts in the same round).
+    # round 1: the context is the prompt alone (no suffix shorter than it to match): A and B
+    #   draft nothing and produce 5 each.
+    # round 2: A: [5] occurs twice (A, B) without continuation -> no draft, produces 6.
+    #   B: [5] now continues with A's 6 -> draft [6], accepted, + bonus 7: 2 tokens.
+    # round 3: A: [6] continues with B's 7 -> draft [7], accepted, + 2 (end): 2 tokens.
+    #   B: [7] continues with A's 2 -> draft [2], accepted, it ends the response: 1 token.
+    # A: 1 + 1 + 2, B: 1 + 2 + 1 -> 8 tokens in 6 verification steps, 3 accepted, 3 hits.
     records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(0, [9], 1, [5, 6, 7, 2])]
     res = tokens_per_step(records, srt())
     assert (res.total.tokens, res.total.steps) == (8, 6)
