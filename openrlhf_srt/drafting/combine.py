@@ -46,6 +46,7 @@ class Merge:
     top_children: int = 16  # children per node considered (most frequent first)
     continued: bool = False  # denominator: occurrences that continue, not all occurrences
     max_match: int = 0  # longest context suffix matched (0: max_depth - 1)
+    backoff: float = 0.0  # with support: also pool shorter matches, weight x backoff per token
 
     def describe(self) -> str:
         pick = f"longest match with pooled count >= {self.support:g}" if self.support else \
@@ -54,6 +55,8 @@ class Merge:
             pick += f" (at most {self.max_match} tokens)"
         if self.continued:
             pick += ", p = count / continued count"
+        if self.backoff:
+            pick += f", shorter matches pooled with weight x{self.backoff:g} per token"
         return (f"merge: pooled counts, weights local {self.local:g} / prompt {self.prompt:g} / "
                 f"global {self.glob:g}, alpha {self.alpha:g}, {pick}")
 
@@ -75,6 +78,12 @@ class Merge:
             for length in range(longest, 0, -1):
                 state = states[length - 1]
                 if sum(w * self._denominator(n) for w, n in state) >= self.support or length == 1:
+                    factor = self.backoff
+                    for shorter in range(length - 1, 0, -1):
+                        if factor <= 0:
+                            break
+                        state = state + [(w * factor, n) for w, n in states[shorter - 1]]
+                        factor *= self.backoff
                     return self._expand(drafter, state, length, budget)
             return Draft()
         chosen = Draft()
