@@ -122,6 +122,9 @@ def total_variation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def welch_z(x: np.ndarray, y: np.ndarray) -> float:
+    """Welch's z of the difference of means; NaN if any value is not finite."""
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return float("nan")
     se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
     return float((x.mean() - y.mean()) / se) if se > 0 else 0.0
 
@@ -171,7 +174,7 @@ def test_sampled_distribution_matches(srt_float32_engine, float32_processed_engi
         report.append(f"prompt {i} mean logprob srt={srt_lp[rows].mean():.4f} "
                       f"base={base_lp[rows].mean():.4f} z={zs[-1]:.2f}")
     z = sum(zs) / math.sqrt(len(zs))
-    p_lp = math.erfc(abs(z) / math.sqrt(2))
+    p_lp = math.erfc(abs(z) / math.sqrt(2)) if math.isfinite(z) else 0.0  # NaN log-probs fail
     tests.append(p_lp)
     report.append(f"stouffer z={z:.2f} p={p_lp:.3g}; acceptance "
                   f"{s['accepted_tokens']}/{s['verified_draft_tokens']}")
