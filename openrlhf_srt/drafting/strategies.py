@@ -32,7 +32,7 @@ class Common:
 
 # Drafting settings of the recommended rule; they override the common settings.
 DEFAULT_DRAFTING = {"factor": 1000.0, "min_prob": 0.0}
-DEFAULT_MERGE = combine.Merge(continued=True, support=1, max_match=2)
+DEFAULT_MERGE = combine.Merge(continued=True, support=1, max_match=3, backoff=0.5)
 
 # name -> (description, TreeDrafter keyword arguments or None for n-gram, extras)
 STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
@@ -53,9 +53,10 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
     "merge": ("per-prompt (online) and global trees, counts pooled (weights 1/1/1)",
               {"prompt_mode": "online", "use_global": True, "combiner": combine.Merge()}, {}),
     # The recommended default (docs/replay.md, "Research"): counts of the local, per-prompt
-    # and global trees pooled at the longest context of at most 2 tokens that continues,
-    # p = count / continued count, a 16-node draft tree, no length cap, no min_prob.
-    "default": ("recommended: pooled counts, context <= 2 tokens, draft tree",
+    # and global trees pooled at the longest context of at most 3 tokens that continues, plus
+    # its shorter suffixes' counts at half weight per token, p = count / continued count, a
+    # 16-node draft tree, no length cap, no min_prob.
+    "default": ("recommended: pooled counts, context <= 3 tokens with back-off, draft tree",
                 {"prompt_mode": "online", "use_global": True, "combiner": DEFAULT_MERGE,
                  **DEFAULT_DRAFTING, "tree_spec": True}, {}),
     "default-path": ("the recommended rule with single-path drafts (chain verifiers)",
