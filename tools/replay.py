@@ -105,13 +105,15 @@ def plot(all_results: list[tuple[Path, list[Result]]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(all_results), figsize=(6 * len(all_results), 4.2),
                              squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab20").colors
     for ax, (trace, results) in zip(axes[0], all_results):
-        for r in results:
+        for i, r in enumerate(results):
             keys = sorted(r.by_position)
             xs = [k * r.bucket + r.bucket / 2 for k in keys]
             ys = [r.by_position[k].tokens_per_step for k in keys]
-            ax.plot(xs, ys, marker="o", markersize=3, label=f"{r.strategy} "
-                    f"({r.total.tokens_per_step:.2f})")
+            ax.plot(xs, ys, marker="o", markersize=3, color=colors[(2 * i) % 20 + (i // 10) % 2],
+                    linestyle="-" if i < 10 else "--",
+                    label=f"{r.strategy} ({r.total.tokens_per_step:.2f})")
         ax.set_title(trace.name)
         ax.set_xlabel(f"response position (buckets of {results[0].bucket} tokens)")
         ax.grid(alpha=0.3)
