@@ -53,3 +53,26 @@ def float32_processed_engine(embedded_model_path):
                        logprobs_mode="processed_logprobs")
     yield llm
     del llm
+
+
+def _greedy_reference(model, ids, n):
+    """Plain argmax decoding with transformers, through EOS like vLLM's ignore_eos
+    (generate()'s min_new_tokens would mask EOS instead)."""
+    import torch
+
+    tokens, past, x = [], None, torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            out = model(input_ids=x, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            nxt = int(out.logits[0, -1].argmax())
+            tokens.append(nxt)
+            x = torch.tensor([[nxt]])
+    return tokens
+
+
+@pytest.fixture(scope="session")
+def greedy_reference():
+    """greedy_reference(model, prompt_ids, n) -> the n argmax tokens of a transformers model
+    (a fixture, since a `tests` package in site-packages can shadow this folder's modules)."""
+    return _greedy_reference

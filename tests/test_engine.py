@@ -55,7 +55,7 @@ def test_cpu_and_gpu_settings(embedded_model_path, monkeypatch):
 
 
 @pytest.mark.engine
-def test_greedy_tokens_match_transformers(float32_engine, embedded_model_path):
+def test_greedy_tokens_match_transformers(float32_engine, embedded_model_path, greedy_reference):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import SamplingParams
@@ -72,21 +72,5 @@ def test_greedy_tokens_match_transformers(float32_engine, embedded_model_path):
     model = AutoModelForCausalLM.from_pretrained(embedded_model_path, dtype=torch.float32)
     model.eval()
     for ids, out in zip(prompts, outs):
-        ref = _greedy_reference(model, ids, GREEDY_TOKENS)
+        ref = greedy_reference(model, ids, GREEDY_TOKENS)
         assert list(out.outputs[0].token_ids) == ref, tokenizer.decode(ref)
-
-
-def _greedy_reference(model, ids, n):
-    """Plain argmax decoding with transformers, through EOS like vLLM's ignore_eos
-    (generate()'s min_new_tokens would mask EOS instead)."""
-    import torch
-
-    tokens, past, x = [], None, torch.tensor([ids])
-    with torch.no_grad():
-        for _ in range(n):
-            out = model(input_ids=x, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = int(out.logits[0, -1].argmax())
-            tokens.append(nxt)
-            x = torch.tensor([[nxt]])
-    return tokens

@@ -43,13 +43,13 @@ def test_prompt_order_covers_the_pool_without_repeats_per_pass():
 
 
 @pytest.mark.engine
-def test_weight_push_changes_engine_output_to_the_new_policy(float32_engine, embedded_model_path):
+def test_weight_push_changes_engine_output_to_the_new_policy(float32_engine, embedded_model_path,
+                                                             greedy_reference):
     import torch
     from transformers import AutoModelForCausalLM
     from vllm import SamplingParams
 
     from openrlhf_srt.vllm.weight_sync import push_weights
-    from tests.test_engine import _greedy_reference
 
     prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 1, 4093, 198, 6004, 2, 198, 1, 520, 9531, 198]
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
@@ -60,7 +60,7 @@ def test_weight_push_changes_engine_output_to_the_new_policy(float32_engine, emb
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_path, dtype=torch.float32)
     before = engine_greedy()
-    assert before == _greedy_reference(model, prompt, 16)
+    assert before == greedy_reference(model, prompt, 16)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     torch.manual_seed(0)
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_weight_push_changes_engine_output_to_the_new_policy(float32_engine, emb
         push_weights(float32_engine, model)
         after = engine_greedy()
         assert after != before
-        assert after == _greedy_reference(model, prompt, 16)
+        assert after == greedy_reference(model, prompt, 16)
     finally:
         model.load_state_dict(original)
         push_weights(float32_engine, model)  # the shared engine goes back to the base model
