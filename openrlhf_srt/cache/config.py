@@ -22,7 +22,9 @@ class CacheConfig:
         "prompt" (per-prompt tree only), "global" (global tree only), "best" (draft from
         each, keep the one whose best path has the higher expected accepted length),
         "merge" (pool the next-token counts of both; the global counts weighted by
-        ``global_weight``).
+        ``global_weight``). Default "merge": the best path rule in the replay simulator
+        (docs/replay.md: 2.108 / 1.348 tokens per verification step at T=0.6 / 1.0 against
+        2.066 / 1.326 for "best" and 2.030 / 1.325 for "global").
     min_prob: drafting stops when the path probability falls below this, in [0, 1].
     max_draft_tokens: default draft budget per call, >= 0.
     global_weight: weight of the global tree's counts under rule "merge", >= 0.
@@ -30,7 +32,7 @@ class CacheConfig:
 
     max_depth: int = 32
     byte_budget: int = 1 << 30
-    rule: str = "best"
+    rule: str = "merge"
     min_prob: float = 0.1
     max_draft_tokens: int = 16
     global_weight: float = 1.0

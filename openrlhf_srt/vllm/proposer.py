@@ -57,7 +57,7 @@ class SRTConfig:
 
     max_depth: int = 32
     byte_budget: int = 1 << 30
-    rule: str = "best"
+    rule: str = "merge"
     min_prob: float = 0.1
     global_weight: float = 1.0
     source: str | None = None
