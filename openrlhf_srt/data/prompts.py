@@ -13,7 +13,6 @@ passed in.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from openrlhf_srt.data.math_prompts import DEFAULT_N, DEFAULT_SEED, builtin_math_prompts
+from openrlhf_srt.data.textio import open_text
 
 __all__ = [
     "ChatTokenizer",
@@ -53,17 +53,11 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _read_records(path: Path) -> list[tuple[Any, str]]:
     """(record, where) pairs; ``where`` is 'record 3' or 'record 3 (line 5)'."""
     suffix = _suffix(path)
     if suffix in (".json", ".json.gz"):
-        with _open_text(path) as f:
+        with open_text(path) as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as e:
@@ -76,7 +70,7 @@ def _read_records(path: Path) -> list[tuple[Any, str]]:
         return [(rec, f"record {i}") for i, rec in enumerate(data)]
     if suffix in (".jsonl", ".jsonl.gz"):
         out = []
-        with _open_text(path) as f:
+        with open_text(path) as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue

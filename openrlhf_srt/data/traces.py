@@ -8,8 +8,6 @@ deriving the key from the prompt token ids.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -17,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
+from openrlhf_srt.data.textio import open_text
 
 FINISH_REASONS = ("stop", "length", "abort")
 TRACE_VERSION = 1
@@ -46,12 +45,6 @@ class TraceRecord:
         if not d["extra"]:
             d.pop("extra")
         return json.dumps(d, separators=(",", ":"))
-
-
-def _open_text(path: Path, mode: str):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
 
 
 def _int_list(value, name: str) -> list[int]:
@@ -114,7 +107,7 @@ def parse_record(obj: dict) -> TraceRecord:
 def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
     """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
     path = Path(path)
-    with _open_text(path, "r") as f:
+    with open_text(path, "r") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -141,7 +134,7 @@ class TraceWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = _open_text(self.path, "w")
+        self._f = open_text(self.path, "w")
 
     def write(self, record: TraceRecord) -> None:
         self._f.write(record.to_json() + "\n")
