@@ -125,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> CollectSettings:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto")
     a = p.parse_args(argv)
-    s = CollectSettings(**{k: v for k, v in vars(a).items()})
+    s = CollectSettings(**vars(a))
     try:
         s.validate()
     except ValueError as e:
