@@ -4,6 +4,7 @@ greedy tokens in transformers and in vLLM (float32, so batching cannot change nu
 from __future__ import annotations
 
 import builtins
+import os
 
 import pytest
 
@@ -74,3 +75,39 @@ def test_greedy_tokens_match_transformers(float32_engine, embedded_model_path, g
     for ids, out in zip(prompts, outs):
         ref = greedy_reference(model, ids, GREEDY_TOKENS)
         assert list(out.outputs[0].token_ids) == ref, tokenizer.decode(ref)
+
+
+def test_cpu_dtype_auto_follows_native_bf16(embedded_model_path):
+    from openrlhf_srt.vllm import engine
+
+    avx2 = "processor : 0\nflags\t\t: fpu sse avx2 fma\n"
+    amx = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n"
+    assert not engine.cpu_has_native_bf16(avx2)
+    assert engine.cpu_has_native_bf16(amx)
+    assert engine.cpu_dtype("bfloat16") == "bfloat16"  # an explicit dtype is kept
+    expected = "auto" if engine.cpu_has_native_bf16() else "float32"
+    assert engine.cpu_dtype("auto") == expected
+    kw = engine.engine_kwargs(embedded_model_path, cpu=True)
+    assert kw["dtype"] == expected and kw["enforce_eager"]
+
+
+def test_environment_restores_variables(monkeypatch):
+    from openrlhf_srt.vllm.engine import environment
+
+    monkeypatch.setenv("SRT_TEST_A", "old")
+    monkeypatch.delenv("SRT_TEST_B", raising=False)
+    try:
+        with environment(SRT_TEST_A="new", SRT_TEST_B="b", SRT_TEST_C=None):
+            assert os.environ["SRT_TEST_A"] == "new" and os.environ["SRT_TEST_B"] == "b"
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert os.environ["SRT_TEST_A"] == "old" and "SRT_TEST_B" not in os.environ
+    assert "SRT_TEST_C" not in os.environ
+
+
+def test_all_cpu_cores_lists_this_process_affinity():
+    from openrlhf_srt.vllm.engine import all_cpu_cores
+
+    cores = [int(c) for c in all_cpu_cores().split(",")]
+    assert cores == sorted(os.sched_getaffinity(0))

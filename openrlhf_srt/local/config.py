@@ -38,7 +38,7 @@ class TrainConfig:
     resume: bool = False  # continue from run_dir/checkpoints/latest
     wandb: bool = True
     tensorboard: bool = True
-    engine_dtype: str = "bfloat16"
+    engine_dtype: str = "auto"
 
     @property
     def eps_high(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from openrlhf_srt.local.algorithms import policy_loss
+from openrlhf_srt.vllm.engine import cpu_has_native_bf16
 
 
 def _left_padded(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
@@ -18,10 +19,13 @@ def _left_padded(prompts: list[list[int]], responses: list[list[int]], pad_id: i
     return ids, attn
 
 
-def response_logprobs(model, prompts, responses, pad_id: int, autocast: bool = True):
+def response_logprobs(model, prompts, responses, pad_id: int, autocast: bool | None = None):
     """[batch, R] log-probs of each response token under `model` and the mask of real
     tokens, R the longest response. Left padding puts every response at the end, so only
-    the last R+1 positions need logits."""
+    the last R+1 positions need logits. autocast: bf16 autocast; None (default) only on a
+    CPU with native bf16 (elsewhere emulated bf16 is several times slower than float32)."""
+    if autocast is None:
+        autocast = cpu_has_native_bf16()
     ids, attn = _left_padded(prompts, responses, pad_id)
     r_max = max(len(r) for r in responses)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)

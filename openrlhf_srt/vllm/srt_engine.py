@@ -12,10 +12,9 @@ later in the same process get their own settings.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from openrlhf_srt.vllm.engine import EngineError, start_engine
+from openrlhf_srt.vllm.engine import EngineError, environment, start_engine
 from openrlhf_srt.vllm.proposer import CONFIG_ENV, SRTConfig
 
 PROPOSER_CLASS = "openrlhf_srt.vllm.proposer.SRTProposer"
@@ -52,15 +51,8 @@ def start_srt_engine(model=None, srt: dict[str, Any] | SRTConfig | None = None, 
     kwargs.setdefault("disable_log_stats", False)
     kwargs["speculative_config"] = srt_speculative_config(num_speculative_tokens)
     kwargs["worker_extension_cls"] = EXTENSION_CLASS
-    old = os.environ.get(CONFIG_ENV)
-    os.environ[CONFIG_ENV] = cfg.to_env()
-    try:
+    with environment(**{CONFIG_ENV: cfg.to_env()}):
         llm = start_engine(model, **kwargs)
-    finally:
-        if old is None:
-            os.environ.pop(CONFIG_ENV, None)
-        else:
-            os.environ[CONFIG_ENV] = old
     try:
         llm.collective_rpc("srt_bind")
     except Exception as e:
