@@ -1,0 +1,28 @@
+"""Run-ahead: use an engine's idle time at the end of a step to pre-fill the tree cache.
+
+Shared by the OpenRLHF engine group (openrlhf_srt.openrlhf) and the local CPU trainer; pure
+Python (no torch, no vLLM). Three pieces:
+
+- `BubbleDetector(threshold, min_seconds, min_samples)`: per engine and step.
+  `begin_step(dispatched, now)`, then `observe(running, now, lookahead) -> bool` (True: run
+  ahead now), `end_step(now)`; `bubble_seconds` is the step's time below threshold
+  (running < ceil(threshold * dispatched)).
+- `LookaheadPrompts(source, unpack)`: iterator over training items with `peek(k)` (up to k
+  upcoming prompt records, nothing consumed), `next_batch()`, `state_dict()` /
+  `load_state_dict(state, source_restored=...)` so that resume loses or repeats no prompt.
+- `RunaheadBudget(max_tokens, max_requests, max_new_tokens, samples_per_prompt)` with
+  `grant(used_tokens, in_flight)`, and `select_runahead(upcoming, k, skip, cached,
+  saturated)`: the first k upcoming prompts not yet run ahead / not heavily cached.
+
+Run-ahead requests carry `SamplingParams(extra_args={"srt_runahead": True})` so the drafter
+tags their sequences; their output goes to the cache only and is never a training sample.
+"""
+
+from openrlhf_srt.runahead.bubble import BubbleDetector
+from openrlhf_srt.runahead.lookahead import LookaheadPrompts
+from openrlhf_srt.runahead.policy import RunaheadBudget, select_runahead
+
+RUNAHEAD_ARG = "srt_runahead"  # SamplingParams.extra_args key (= vllm.proposer.RUNAHEAD_ARG)
+
+__all__ = ["RUNAHEAD_ARG", "BubbleDetector", "LookaheadPrompts", "RunaheadBudget",
+           "select_runahead"]
