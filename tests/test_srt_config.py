@@ -1,0 +1,99 @@
+"""--srt.* flags: defaults, parsing, validation messages naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bytes
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_srt_arguments(p)
+    return SRTConfig.from_args(p.parse_args(list(argv)))
+
+
+def test_defaults_and_values():
+    cfg = parse()
+    assert cfg == SRTConfig()
+    cfg = parse("--srt.max_draft_tokens", "4", "--srt.budget", "fixed", "--srt.cache_bytes",
+                "2GiB", "--srt.runahead", "0", "--srt.snapshot", "--srt.route_tolerance", "inf")
+    assert cfg.max_draft_tokens == 4 and cfg.budget == "fixed"
+    assert cfg.cache_bytes == 2 << 30 and cfg.runahead is False and cfg.snapshot is True
+    assert cfg.route_tolerance == float("inf")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--srt.max_draft_tokens", "0"], "--srt.max_draft_tokens must be an integer in [1, 128]"),
+    (["--srt.max_draft_tokens", "129"], "--srt.max_draft_tokens must be an integer in [1, 128]"),
+    (["--srt.max_depth", "300"], "--srt.max_depth must be an integer in [2, 255]"),
+    (["--srt.min_prob", "1.5"], "--srt.min_prob must be a number in [0.0, 1.0]"),
+    (["--srt.cache_bytes", "1k"], "--srt.cache_bytes must be an integer in [65536"),
+    (["--srt.runahead_threshold", "0"], "--srt.runahead_threshold must be a fraction"),
+    (["--srt.window_steps", "-1"], "--srt.window_steps must be an integer >= 0"),
+    (["--srt.runahead_min_seconds", "inf"], "--srt.runahead_min_seconds must be a number"),
+    (["--srt.verify_cost", "nan"], "--srt.verify_cost must be a number"),
+])
+def test_invalid_values_name_the_flag(argv, message):
+    with pytest.raises(SRTConfigError) as e:
+        parse(*argv)
+    assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--srt.budget", "greedy"], "--srt.budget"),
+    (["--srt.enable", "maybe"], "--srt.enable"),
+    (["--srt.cache_bytes", "lots"], "--srt.cache_bytes"),
+    (["--srt.max_depth", "3.5"], "--srt.max_depth"),
+])
+def test_argparse_type_errors_name_the_flag(argv, flag):
+    with pytest.raises(argparse.ArgumentError) as e:
+        parse(*argv)
+    assert flag in str(e.value)
+
+
+def test_unknown_flag_rejected():
+    p = argparse.ArgumentParser(exit_on_error=False)
+    add_srt_arguments(p)
+    with pytest.raises(SystemExit):  # argparse: "unrecognized arguments: --srt.depth 3"
+        p.parse_args(["--srt.depth", "3"])
+    with pytest.raises(SRTConfigError, match="--srt.depth is not a known flag"):
+        SRTConfig.from_args({"depth": 3})
+
+
+def test_hierarchized_namespace():
+    from types import SimpleNamespace
+
+    ns = SimpleNamespace(srt=SimpleNamespace(**{**SRTConfig().as_dict(), "max_depth": 16}))
+    assert SRTConfig.from_args(ns).max_depth == 16
+
+
+def test_env_is_accepted_by_the_drafter_settings():
+    from openrlhf_srt.vllm.srt_config import SRTConfig as DrafterConfig
+
+    cfg = SRTConfig(max_depth=20, cache_bytes=1 << 20, min_prob=0.3, budget="length_aware")
+    d = DrafterConfig.from_dict(json.loads(cfg.to_env()))
+    assert (d.max_depth, d.byte_budget, d.min_prob, d.budget, d.rule) == (
+        20, 1 << 20, 0.3, "length_aware", "merge")
+
+
+def test_rule_lists_match_the_layers_below():
+    from openrlhf_srt.cache.config import RULES
+    from openrlhf_srt.config import BUDGET_RULES, CACHE_RULES
+    from openrlhf_srt.drafting.budget import BUDGET_RULES as B
+
+    assert CACHE_RULES == RULES and BUDGET_RULES == B
+
+
+def test_runahead_objects():
+    cfg = SRTConfig(runahead_max_tokens=100, runahead_max_new_tokens=50, runahead_samples=1)
+    assert cfg.runahead_budget().grant(0, 0) == 2
+    assert cfg.bubble_detector().threshold == cfg.runahead_threshold
+
+
+def test_parse_bytes():
+    assert parse_bytes("1024") == 1024 and parse_bytes("64k") == 65536
+    assert parse_bytes("1.5G") == 3 << 29 and parse_bytes("512MiB") == 512 << 20
