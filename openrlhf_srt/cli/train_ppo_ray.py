@@ -1,0 +1,107 @@
+"""`python -m openrlhf_srt.cli.train_ppo_ray`: OpenRLHF's PPO/GRPO/DAPO trainer with SRT.
+
+Every flag of `python -m openrlhf.cli.train_ppo_ray` (OpenRLHF 0.11.2) is accepted
+unchanged, through OpenRLHF's own parser and checks (openrlhf_srt.openrlhf.args), plus the
+`--srt.*` flags (openrlhf_srt.config, docs/openrlhf.md). At start: versions checked,
+arguments parsed and validated (a bad value exits with the flag named), then OpenRLHF's
+training runs with SRT engine actors, sticky routing, run-ahead and `srt/*` metrics, or,
+with `--srt.enable 0`, exactly OpenRLHF's own train().
+
+`--srt.print_args` prints the parsed and checked arguments as JSON and exits (what the
+recipe tests use; nothing is started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments
+
+
+def build_parser(srt: bool = True) -> argparse.ArgumentParser:
+    from openrlhf_srt.openrlhf.args import build_parser as openrlhf_parser
+
+    parser = openrlhf_parser()
+    parser.prog = "python -m openrlhf_srt.cli.train_ppo_ray"
+    if srt:
+        add_srt_arguments(parser)
+        parser.add_argument("--srt.print_args", dest="srt_print_args", action="store_true",
+                            help="print the checked arguments as JSON and exit")
+    return parser
+
+
+def compat_problems(args, cfg: SRTConfig) -> list[str]:
+    """Combinations of OpenRLHF flags the SRT path does not support (yet)."""
+    if not cfg.enable:
+        return []
+    out = []
+    if not args.vllm.num_engines:
+        out.append("--srt.enable needs vLLM rollout engines (--vllm.num_engines >= 1)")
+    if args.train.async_enable:
+        out.append("--srt.enable is not supported with --train.async_enable yet "
+                   "(use --srt.enable 0 for OpenRLHF's async trainer)")
+    if getattr(args.data, "max_images_per_prompt", 0):
+        out.append("--srt.enable does not support multimodal prompts "
+                   "(--data.max_images_per_prompt > 0) yet")
+    return out
+
+
+def parse_args(argv: list[str] | None = None, *, srt: bool = True):
+    """(OpenRLHF's checked, hierarchized args, SRTConfig, print_args flag); parse errors
+    exit through argparse with the flag named."""
+    from openrlhf_srt.openrlhf.args import finalize
+
+    parser = build_parser(srt)
+    flat = parser.parse_args(argv)
+    print_args = bool(getattr(flat, "srt_print_args", False))
+    if hasattr(flat, "srt_print_args"):
+        delattr(flat, "srt_print_args")
+    try:
+        cfg = SRTConfig.from_args(flat) if srt else SRTConfig(enable=False)
+    except SRTConfigError as e:
+        parser.error(str(e))
+    try:
+        args = finalize(flat)
+    except AssertionError as e:  # OpenRLHF's own checks
+        parser.error(f"OpenRLHF rejected the arguments: {e}")
+    problems = compat_problems(args, cfg)
+    if problems:
+        parser.error("; ".join(problems))
+    return args, cfg, print_args
+
+
+def to_jsonable(ns: Any) -> Any:
+    if hasattr(ns, "__dict__") and not isinstance(ns, type):
+        return {k: to_jsonable(v) for k, v in vars(ns).items()}
+    if isinstance(ns, (list, tuple)):
+        return [to_jsonable(v) for v in ns]
+    if isinstance(ns, float) and ns in (float("inf"), float("-inf")):
+        return str(ns)
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    from openrlhf_srt.openrlhf.versions import check_versions
+
+    argv = sys.argv[1:] if argv is None else argv
+    args, cfg, print_args = parse_args(argv)
+    if print_args:
+        print(json.dumps(to_jsonable(args), indent=1, sort_keys=True, default=str))
+        return 0
+    check_versions()
+    if cfg.enable:
+        from openrlhf_srt.openrlhf.train import train
+
+        train(args, cfg)
+    else:
+        from openrlhf.cli.train_ppo_ray import train as openrlhf_train
+
+        openrlhf_train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

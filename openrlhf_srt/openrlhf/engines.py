@@ -1,0 +1,230 @@
+"""SRT rollout engines for OpenRLHF: a Ray actor subclass of its RolloutRayActor.
+
+`SRTRolloutActor` is OpenRLHF 0.11.2's vLLM rollout actor (same constructor, same methods:
+generate, generate_responses, weight updates, sleep/wake) started with
+- `speculative_config` from `openrlhf_srt.vllm.srt_engine.srt_speculative_config(K)`,
+- `worker_extension_cls` = `SRTWorkerWrap` (OpenRLHF's WorkerWrap + our SRT RPCs),
+- `OPENRLHF_SRT_PROPOSER` = `SRTConfig.to_env()` in the actor's environment, which the
+  engine-core and worker processes vLLM spawns inherit,
+- vLLM's spec-decode counters on, and priority scheduling when run-ahead should yield to
+  rollouts (`--srt.runahead_priority`),
+then binds the drafter (`collective_rpc("srt_bind")`). It adds run-ahead requests (tagged
+`srt_runahead` so the drafter files them as run-ahead; their output is dropped here and
+never returned) and per-step counters.
+
+`create_srt_engines` mirrors OpenRLHF's `create_vllm_engines` (which hard-codes its actor
+class) with this actor; on a Ray cluster without GPUs it places one engine per CPU bundle and
+binds each engine's worker threads to its own cores (`cpu_cores`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from typing import Any
+
+import ray
+from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from openrlhf_srt.config import SRTConfig
+from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
+from openrlhf_srt.runahead import RUNAHEAD_ARG
+
+CONFIG_ENV = "OPENRLHF_SRT_PROPOSER"  # = openrlhf_srt.vllm.srt_config.CONFIG_ENV
+RUNAHEAD_PRIORITY = 1  # vLLM: lower value first; OpenRLHF's rollouts use the default 0
+
+
+def plain_class(actor_class):
+    """The Python class behind a `@ray.remote` class (Ray forbids subclassing the wrapper)."""
+    try:
+        return actor_class.__ray_metadata__.modified_class.__ray_actor_class__
+    except AttributeError:
+        if isinstance(actor_class, type):
+            return actor_class
+        raise TypeError(f"{actor_class!r} is not a Ray actor class this Ray version "
+                        "exposes (__ray_metadata__.modified_class)") from None
+
+
+class _SRTRolloutActor(plain_class(RolloutRayActor)):
+    async def __init__(self, *args, srt_env: str, num_speculative_tokens: int,
+                       cpu_cores: str | None = None, priority: bool = False, **kwargs):
+        from openrlhf_srt.vllm.srt_engine import srt_speculative_config
+
+        os.environ[CONFIG_ENV] = srt_env  # this actor process hosts exactly one engine
+        if cpu_cores is not None:
+            from openrlhf_srt.vllm.engine import prepare_cpu_environment
+
+            prepare_cpu_environment()
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu_cores)
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+        kwargs["speculative_config"] = srt_speculative_config(num_speculative_tokens)
+        kwargs["worker_extension_cls"] = EXTENSION_PATH
+        kwargs["disable_log_stats"] = False
+        if priority:
+            kwargs["scheduling_policy"] = "priority"
+        self._srt_priority = RUNAHEAD_PRIORITY if priority else 0
+        self._ra_tasks: dict[str, asyncio.Task] = {}
+        self._rollout_tokens = 0
+        self._rollout_requests = 0
+        self._ra_tokens = 0
+        self._ra_requests = 0
+        self._prompts: Counter = Counter()  # rollout samples per prompt (token ids) here
+        await super().__init__(*args, **kwargs)
+        await self.llm.collective_rpc("srt_bind")
+
+    # ------------------------------------------------------------------ rollouts
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        out = await super().generate(prompt_token_ids, sampling_params, multi_modal_data)
+        self._rollout_requests += 1
+        self._rollout_tokens += sum(len(o.token_ids) for o in out.outputs)
+        self._prompts[tuple(prompt_token_ids)] += 1
+        return out
+
+    # ------------------------------------------------------------------ run-ahead
+    async def srt_runahead(self, prompts_token_ids: list[list[int]], sampling_params,
+                           n: int) -> int:
+        """Start n run-ahead requests per prompt; returns how many started. Their output
+        feeds only the drafter's cache."""
+        from copy import deepcopy
+
+        from vllm.inputs import TokensPrompt
+        from vllm.utils import random_uuid
+
+        params = deepcopy(sampling_params)
+        params.extra_args = {**(params.extra_args or {}), RUNAHEAD_ARG: True}
+        params.logprobs = None
+        started = 0
+        for ids in prompts_token_ids:
+            for _ in range(n):
+                rid = f"srt-runahead-{random_uuid()}"
+                coro = self._run_one(TokensPrompt(prompt_token_ids=list(ids)), params, rid)
+                self._ra_tasks[rid] = asyncio.ensure_future(coro)
+                started += 1
+        self._ra_requests += started
+        return started
+
+    async def _run_one(self, prompt, params, rid: str) -> None:
+        produced = 0
+        try:
+            async for out in self.llm.generate(prompt, params, request_id=rid,
+                                               priority=self._srt_priority):
+                produced = len(out.outputs[0].token_ids)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._ra_tokens += produced
+            self._ra_tasks.pop(rid, None)
+
+    async def srt_abort_runahead(self) -> int:
+        """Abort every run-ahead request (the step's last rollout finished)."""
+        rids = list(self._ra_tasks)
+        tasks = list(self._ra_tasks.values())
+        if rids:
+            await self.llm.abort(rids)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(rids)
+
+    def srt_load(self) -> dict[str, int]:
+        """Requests in the engine: all unfinished, and the run-ahead ones among them."""
+        total = self.llm.output_processor.get_num_unfinished_requests()
+        ra = len(self._ra_tasks)
+        return {"unfinished": total, "runahead": ra, "rollout": max(0, total - ra),
+                "runahead_tokens": self._ra_tokens}
+
+    # ------------------------------------------------------------------ cache and stats
+    async def srt_step_stats(self) -> dict[str, Any]:
+        """Drafter figures since the last call (reset), plus this actor's token counts."""
+        s = dict((await self.llm.collective_rpc("srt_stats", kwargs={"reset": True}))[0])
+        s.update(rollout_tokens=self._rollout_tokens, rollout_requests=self._rollout_requests,
+                 runahead_tokens=self._ra_tokens, runahead_started=self._ra_requests)
+        self._rollout_tokens = self._rollout_requests = self._ra_tokens = self._ra_requests = 0
+        return s
+
+    def srt_prompt_counts(self) -> dict[tuple, int]:
+        """Rollout samples generated here per prompt (token ids), since the engine started."""
+        return dict(self._prompts)
+
+    async def srt_rpc(self, method: str, *args) -> Any:
+        """One of the worker's srt_* RPCs (srt_save, srt_load, srt_clear, srt_set_step,
+        srt_keep_window, srt_stats); first worker's result."""
+        if not method.startswith("srt_"):
+            raise ValueError(f"not an SRT RPC: {method}")
+        return (await self.llm.collective_rpc(method, args=args))[0]
+
+
+SRTRolloutActor = ray.remote(_SRTRolloutActor)
+
+
+def ray_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def create_srt_engines(num_engines: int, tensor_parallel_size: int, pretrain: str, seed: int,
+                       full_determinism: bool, enable_prefix_caching: bool,
+                       enforce_eager: bool, max_model_len: int, shared_pg=None,
+                       gpu_memory_utilization=None, vllm_enable_sleep=False,
+                       logprobs_mode=None, agent_func_path: str | None = None,
+                       remote_rm_url=None, max_images_per_prompt: int = 0, *,
+                       srt: SRTConfig, cpu: bool | None = None, **engine_overrides):
+    """OpenRLHF's create_vllm_engines (same arguments, same placement) with SRT actors.
+    cpu (None: no GPU in the Ray cluster): one engine per CPU bundle, worker threads bound
+    to core i (engine i), dtype float32 without native bf16, eager mode."""
+    cpu = (not ray_has_gpus()) if cpu is None else cpu
+    if max_images_per_prompt > 0:
+        raise ValueError("--srt.enable does not support multimodal prompts yet "
+                         "(--data.max_images_per_prompt > 0); use --srt.enable 0")
+    use_hybrid = shared_pg is not None
+    device = "CPU" if cpu else "GPU"
+    if not use_hybrid:
+        bundles = [{device: 1, **({} if cpu else {"CPU": 1})}
+                   for _ in range(num_engines * tensor_parallel_size)]
+        shared_pg = placement_group(bundles, strategy="PACK")
+        ray.get(shared_pg.ready())
+    engines = []
+    for i in range(num_engines):
+        bundle_indices = None
+        if tensor_parallel_size > 1:
+            from openrlhf.trainer.ray.utils import get_bundle_indices
+
+            bundle_indices = get_bundle_indices(shared_pg, i, tensor_parallel_size)
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=shared_pg, placement_group_capture_child_tasks=True,
+            placement_group_bundle_index=bundle_indices[0] if bundle_indices else i)
+        kw: dict[str, Any] = {
+            "model": pretrain, "enforce_eager": enforce_eager,
+            "tensor_parallel_size": tensor_parallel_size, "seed": seed + i,
+            "distributed_executor_backend": "uni" if tensor_parallel_size == 1 else "ray",
+            "max_model_len": max_model_len, "enable_prefix_caching": enable_prefix_caching,
+            "dtype": "bfloat16", "trust_remote_code": True, "full_determinism": full_determinism,
+            "gpu_memory_utilization": gpu_memory_utilization, "bundle_indices": bundle_indices,
+            "num_gpus": 0.2 if use_hybrid else 1, "enable_sleep_mode": vllm_enable_sleep,
+            "agent_func_path": agent_func_path, "remote_rm_url": remote_rm_url,
+            "mm_pad_token_ids": set(),
+            "srt_env": srt.to_env(), "num_speculative_tokens": srt.max_draft_tokens,
+            "priority": srt.runahead and srt.runahead_priority,
+        }
+        if logprobs_mode:
+            kw.update(logprobs_mode=logprobs_mode, max_logprobs=1)
+        if cpu:
+            from openrlhf_srt.vllm.engine import CPU_MEMORY_FRACTION, cpu_dtype
+
+            cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(
+                os.cpu_count() or 1)
+            cores = sorted(cores)
+            kw.update(dtype=cpu_dtype("auto"), enforce_eager=True, num_gpus=0,
+                      gpu_memory_utilization=CPU_MEMORY_FRACTION,
+                      cpu_cores=str(cores[i % len(cores)]))
+        kw.update(engine_overrides)
+        opts = {"num_cpus": 1 if cpu else int(tensor_parallel_size == 1),
+                "num_gpus": 0 if cpu else (0.2 if use_hybrid and tensor_parallel_size == 1
+                                           else int(tensor_parallel_size == 1)),
+                "scheduling_strategy": strategy}
+        engines.append(SRTRolloutActor.options(**opts).remote(**kw))
+    if vllm_enable_sleep:
+        ray.get([e.sleep.remote() for e in engines])
+    return engines

@@ -1,0 +1,95 @@
+"""Run-ahead during one training step of the OpenRLHF engine group.
+
+`RunaheadMonitor(generator, lookahead)` runs a thread beside OpenRLHF's generation loop:
+every `--srt.runahead_poll_seconds` it asks each engine for its running rollout requests
+(`srt_load`), feeds one `BubbleDetector` per engine, and when an engine is in a bubble and
+the look-ahead window has upcoming prompts whose home is that engine (routing), starts
+run-ahead requests for the first ones not yet run ahead this step (`select_runahead`),
+within `RunaheadBudget` (tokens per engine and step, requests in flight). `stop()` ends the
+thread, aborts all run-ahead requests on every engine and returns the step's figures.
+
+Peeking never consumes: the training loop still draws the same prompts in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import ray
+
+from openrlhf_srt.openrlhf.routing import home_engine
+from openrlhf_srt.runahead import select_runahead
+
+log = logging.getLogger(__name__)
+
+
+class RunaheadMonitor:
+    def __init__(self, generator, lookahead):
+        self.gen = generator
+        self.la = lookahead
+        self.cfg = generator.srt
+        self.budget = self.cfg.runahead_budget()
+        n = len(generator.vllm_engines)
+        self.detectors = [self.cfg.bubble_detector() for _ in range(n)]
+        self.started: set[str] = set()  # prompts run ahead this step
+        self.in_flight = [0] * n
+        self.prompts = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="srt-runahead", daemon=True)
+        self._begun = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.cfg.runahead_poll_seconds):
+            try:
+                self.poll(time.monotonic())
+            except Exception as e:  # noqa: BLE001 - run-ahead must never break a training step
+                self.errors.append(f"{type(e).__name__}: {e}")
+                log.warning("run-ahead poll failed: %s", e)
+
+    def poll(self, now: float) -> None:
+        engines = self.gen.vllm_engines
+        loads = ray.get([e.srt_load.remote() for e in engines])
+        dispatched = self.gen.dispatched()
+        if not self._begun:  # the step starts with the first dispatch
+            if not sum(dispatched):
+                return
+            for det, n in zip(self.detectors, dispatched):
+                det.begin_step(n, now)
+            self._begun = True
+        upcoming = [p for p, _ in self.la.peek(self.cfg.runahead_prompts)]
+        for i, (det, load) in enumerate(zip(self.detectors, loads)):
+            if dispatched[i] != det.dispatched:
+                det.add_dispatched(dispatched[i] - det.dispatched)
+            self.in_flight[i] = load["runahead"]
+            mine = [p for p in upcoming if home_engine(p, len(engines)) == i]
+            if not det.observe(load["rollout"], now, lookahead=len(mine)):
+                continue
+            k = self.budget.prompts_to_start(load["runahead_tokens"], load["runahead"])
+            chosen = select_runahead(mine, k, skip=self.started)
+            if not chosen or self.gen._sampling_params is None:
+                continue
+            params = self.gen._sampling_params.clone()
+            params.max_tokens = self.cfg.runahead_max_new_tokens
+            ids = [self._tokenize(p) for p in chosen]
+            engines[i].srt_runahead.remote(ids, params, self.budget.samples_per_prompt)
+            self.started.update(chosen)
+            self.prompts += len(chosen)
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        # as OpenRLHF's SingleTurnAgentExecutor does, so run-ahead shares the prompt's key
+        return list(self.gen.tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        now = time.monotonic()
+        aborted = ray.get([e.srt_abort_runahead.remote() for e in self.gen.vllm_engines])
+        bubble = [det.end_step(now) for det in self.detectors]
+        return {"bubble_seconds": sum(bubble), "bubble_per_engine": bubble,
+                "prompts": self.prompts, "aborted": sum(aborted), "errors": self.errors}

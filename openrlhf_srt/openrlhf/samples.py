@@ -1,0 +1,199 @@
+"""OpenRLHF's SamplesGenerator with sticky routing, run-ahead and SRT step metrics.
+
+`SRTSamplesGenerator` subclasses `openrlhf.trainer.ppo_utils.samples_generator.
+SamplesGenerator` (0.11.2) and overrides three methods:
+
+- `_dispatch_prompts_to_vllm`: the same requests as OpenRLHF (its SamplingParams
+  construction is mirrored line for line), but the engine of each prompt comes from
+  `routing.StickyRouter` (stable home per prompt, bounded per-step load) instead of the
+  least-loaded heap; all n samples of a prompt go to one engine as one
+  `generate_responses` call, as in OpenRLHF.
+- `generate_samples`: the training dataloader iterator becomes a `LookaheadPrompts`
+  (upcoming prompts can be peeked without being consumed; OpenRLHF's
+  `_collect_prompt_batch` still pulls the training prompts from it, in order).
+- `_generate_vllm`: around OpenRLHF's own loop, a `RunaheadMonitor` thread polls the
+  engines (runahead.py); afterwards run-ahead is aborted and the step's SRT figures are
+  collected (`pop_step_metrics()`).
+
+Samples returned are exactly OpenRLHF's: run-ahead output never leaves the engine actor.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray
+from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+from vllm import SamplingParams
+
+from openrlhf_srt.config import SRTConfig
+from openrlhf_srt.openrlhf.metrics import step_metrics
+from openrlhf_srt.openrlhf.routing import StickyRouter
+from openrlhf_srt.runahead import LookaheadPrompts
+
+
+def unpack_openrlhf_item(item) -> list:
+    """(datasources, prompts, labels, images) batch -> [(prompt, label), ...]."""
+    return list(zip(item[1], item[2]))
+
+
+class LockedLookahead(LookaheadPrompts):
+    """LookaheadPrompts shared by the training loop (next) and the monitor thread (peek)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._lock = threading.Lock()
+
+    def __next__(self):
+        with self._lock:
+            return super().__next__()
+
+    def peek(self, k: int) -> list:
+        with self._lock:
+            return super().peek(k)
+
+
+class SRTSamplesGenerator(SamplesGenerator):
+    def __init__(self, *args, srt: SRTConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._srt_init(srt)
+
+    @classmethod
+    def from_generator(cls, base: SamplesGenerator, srt: SRTConfig) -> SRTSamplesGenerator:
+        """Wrap the generator OpenRLHF's PPOTrainer built (same dataloaders and engines)."""
+        obj = cls.__new__(cls)
+        obj.__dict__.update(base.__dict__)
+        obj._srt_init(srt)
+        return obj
+
+    def _srt_init(self, srt: SRTConfig) -> None:
+        self.srt = srt
+        self.router = StickyRouter(max(1, len(self.vllm_engines)), srt.route_tolerance)
+        self.train_step = 0
+        self._step_metrics: dict[str, float] = {}
+        self._resume_lookahead: dict | None = None
+        self._sampling_params: SamplingParams | None = None
+        self._dispatched = [0] * len(self.vllm_engines)
+        self.dispatch_log: list[tuple[str, int]] = []  # (prompt, engine) of this step
+
+    # ------------------------------------------------------------------ look-ahead
+    def _new_lookahead(self) -> LockedLookahead:
+        la = LockedLookahead(iter(self.prompts_dataloader), unpack=unpack_openrlhf_item)
+        if self._resume_lookahead is not None:
+            la.load_state_dict(self._resume_lookahead, source_restored=True)
+            self._resume_lookahead = None
+        return la
+
+    def lookahead_state(self) -> dict | None:
+        """Peeked-but-unconsumed prompts, for the checkpoint (OpenRLHF's dataloader state,
+        saved at the same moment, already stands after them)."""
+        la = getattr(self, "_dataloader_iter", None)
+        return la.state_dict() if isinstance(la, LookaheadPrompts) else None
+
+    def restore_lookahead(self, state: dict | None) -> None:
+        self._resume_lookahead = state if state and state.get("buffer") else None
+
+    def generate_samples(self, **generate_kwargs):
+        if getattr(self, "_dataloader_iter", None) is None and not getattr(
+                self, "_sample_buffer", None):
+            self._dataloader_iter = self._new_lookahead()
+            self._sample_buffer = []
+        return super().generate_samples(**generate_kwargs)
+
+    # ------------------------------------------------------------------ one step
+    def _generate_vllm(self, dataloader_iter, num_prompts: int, dynamic_filtering,
+                       **generate_kwargs):
+        training = dataloader_iter is getattr(self, "_dataloader_iter", None)
+        self.router.begin_step()
+        self._dispatched = [0] * len(self.vllm_engines)
+        self.dispatch_log = []
+        monitor = None
+        if training:
+            self.train_step += 1
+            self._call_engines("srt_rpc", "srt_set_step", self.train_step)
+            if self.srt.window_steps:
+                self._call_engines("srt_rpc", "srt_keep_window", self.train_step,
+                                   self.srt.window_steps)
+            if self.srt.runahead and isinstance(dataloader_iter, LookaheadPrompts):
+                from openrlhf_srt.openrlhf.runahead import RunaheadMonitor
+
+                monitor = RunaheadMonitor(self, dataloader_iter)
+                monitor.start()
+        try:
+            result = super()._generate_vllm(dataloader_iter, num_prompts, dynamic_filtering,
+                                            **generate_kwargs)
+        finally:
+            report = monitor.stop() if monitor is not None else {}
+        stats = self._call_engines("srt_step_stats")
+        if training:
+            self._step_metrics = step_metrics(
+                stats, bubble_seconds=report.get("bubble_seconds", 0.0),
+                verify_cost=self.srt.verify_cost, home_hits=self.router.home_hits,
+                spills=self.router.spills)
+            self._step_metrics["srt/runahead_prompts"] = float(report.get("prompts", 0))
+            self.router.home_hits = self.router.spills = 0
+        return result
+
+    def pop_step_metrics(self) -> dict[str, float]:
+        m, self._step_metrics = self._step_metrics, {}
+        return m
+
+    def _dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_kwargs):
+        # Mirrors SamplesGenerator._dispatch_prompts_to_vllm of OpenRLHF 0.11.2 except for
+        # the engine choice (StickyRouter instead of the least-loaded heap).
+        sampling_params = SamplingParams(
+            temperature=generate_kwargs.get("temperature", 1.0),
+            top_p=generate_kwargs.get("top_p", 1.0),
+            top_k=generate_kwargs.get("top_k", -1),
+            max_tokens=generate_kwargs.get("max_new_tokens"),
+            min_tokens=generate_kwargs.get("min_new_tokens", 1),
+            skip_special_tokens=generate_kwargs.get("skip_special_tokens", False),
+            logprobs=1 if self.args.algo.advantage.is_correction_level != "off" else None,
+        )
+        self._sampling_params = sampling_params
+        truncate_length = generate_kwargs.get("max_len", 2048)
+        n_samples = generate_kwargs.get("n_samples_per_prompt",
+                                        self.args.rollout.n_samples_per_prompt)
+        engine_indices = self.router.assign(prompts)
+        if images is None:
+            images = [None] * len(prompts)
+        refs = []
+        for prompt, label, img, e in zip(prompts, labels, images, engine_indices):
+            self._dispatched[e] += n_samples
+            self.dispatch_log.append((prompt, e))
+            refs.append(self.vllm_engines[e].generate_responses.remote(
+                prompt=prompt, label=label, sampling_params=sampling_params,
+                max_length=truncate_length, hf_tokenizer=self.tokenizer,
+                num_samples=n_samples, images=img))
+        return refs
+
+    def dispatched(self) -> list[int]:
+        """Rollout samples sent to each engine in the current step so far."""
+        return list(self._dispatched)
+
+    # ------------------------------------------------------------------ engines
+    def _call_engines(self, method: str, *args) -> list[Any]:
+        return ray.get([getattr(e, method).remote(*args) for e in self.vllm_engines])
+
+    def save_snapshots(self, directory: str | Path) -> list[str]:
+        """Every engine's cache to directory/engine{i}.snap (a path all engines can reach)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = [str(d / f"engine{i}.snap") for i in range(len(self.vllm_engines))]
+        ray.get([e.srt_rpc.remote("srt_save", p) for e, p in zip(self.vllm_engines, paths)])
+        (d / "engines.txt").write_text(f"{len(self.vllm_engines)}\n")
+        return paths
+
+    def load_snapshots(self, directory: str | Path) -> bool:
+        """Restore the caches saved by save_snapshots; False (nothing loaded) when the
+        directory is missing or was written by a different number of engines (prompt homes
+        depend on it)."""
+        d = Path(directory)
+        meta = d / "engines.txt"
+        if not meta.is_file() or int(meta.read_text().split()[0]) != len(self.vllm_engines):
+            return False
+        ray.get([e.srt_rpc.remote("srt_load", str(d / f"engine{i}.snap"))
+                 for i, e in enumerate(self.vllm_engines)])
+        return True
