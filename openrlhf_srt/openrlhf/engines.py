@@ -160,6 +160,20 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
 SRTRolloutActor = ray.remote(_SRTRolloutActor)
 
 
+def drafter_env(srt: SRTConfig) -> str:
+    """OPENRLHF_SRT_PROPOSER for this install's drafter (only the settings it takes)."""
+    import dataclasses
+    import logging
+
+    from openrlhf_srt.vllm.proposer import SRTConfig as DrafterConfig
+
+    known = {f.name for f in dataclasses.fields(DrafterConfig)}
+    dropped = sorted(set(srt.proposer_settings()) - known)
+    if dropped:
+        logging.getLogger(__name__).warning("the installed SRT drafter ignores %s", dropped)
+    return srt.to_env(known)
+
+
 def ray_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
@@ -205,7 +219,7 @@ def create_srt_engines(num_engines: int, tensor_parallel_size: int, pretrain: st
             "num_gpus": 0.2 if use_hybrid else 1, "enable_sleep_mode": vllm_enable_sleep,
             "agent_func_path": agent_func_path, "remote_rm_url": remote_rm_url,
             "mm_pad_token_ids": set(),
-            "srt_env": srt.to_env(), "num_speculative_tokens": srt.max_draft_tokens,
+            "srt_env": drafter_env(srt), "num_speculative_tokens": srt.max_draft_tokens,
             "priority": srt.runahead and srt.runahead_priority,
         }
         if logprobs_mode:
