@@ -42,7 +42,7 @@ def test_goodput_allocation_is_optimal_by_brute_force(seed):
 
 
 def test_goodput_speculates_more_in_the_long_tail():
-    cost = CPU_PRIOR
+    cost = StepCost(fixed=0.040, per_token=0.0016, knee=16)  # free tokens below a knee
     draft = np.cumprod(np.full(16, 0.8))
     per_seq = [goodput_budgets(*_csr([draft] * n), cost).mean() for n in (1, 2, 8, 32, 128)]
     assert per_seq == sorted(per_seq, reverse=True)
@@ -98,3 +98,11 @@ def test_hinge_fit_recovers_the_engine_curve():
     model.observe(0, 1.0)  # ignored
     model.observe(5, float("nan"))  # ignored
     assert model(256) == pytest.approx(truth(256), rel=0.1)
+
+
+def test_cost_model_moves_its_level_when_all_steps_have_one_size():
+    model = StepCostModel(prior=StepCost(0.040, 0.002, 4), window=32, min_points=8)
+    for _ in range(8):
+        model.observe(10, 0.070)
+    assert model(10) == pytest.approx(0.070)  # slope and knee kept, level fitted
+    assert model.current.per_token == 0.002 and model.current.knee == 4

@@ -64,3 +64,9 @@ def test_kernel_writes_only_the_expanded_prefix():
     cpu_kernels.expand_kernel_cpu(out, torch.tensor([2.0, 4.0]),
                                   torch.tensor([1, 3], dtype=torch.int32), 0, 0)
     assert out.tolist() == [2.0, 4.0, 4.0, -1.0, -1.0, -1.0]
+
+
+def test_install_is_idempotent_and_reported(vllm_fallbacks):
+    assert not cpu_kernels.fix_in_place()  # vLLM's broken fallback is registered
+    assert cpu_kernels.install_cpu_kernel_fixes() and cpu_kernels.fix_in_place()
+    assert cpu_kernels.install_cpu_kernel_fixes() and cpu_kernels.fix_in_place()

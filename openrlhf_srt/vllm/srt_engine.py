@@ -4,7 +4,7 @@
     llm.generate(...)
     llm.collective_rpc("srt_stats")   # one dict per worker
 
-The SRT settings (`proposer.SRTConfig` fields) are validated here, then passed to the worker
+The SRT settings (`srt_config.SRTConfig` fields) are validated here, then passed to the worker
 as JSON in the environment variable OPENRLHF_SRT_PROPOSER, which vLLM's spawned engine
 processes inherit; the variable is restored after the engine started, so engines started
 later in the same process get their own settings.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from openrlhf_srt.vllm.engine import EngineError, environment, start_engine
-from openrlhf_srt.vllm.proposer import CONFIG_ENV, SRTConfig
+from openrlhf_srt.vllm.srt_config import CONFIG_ENV, SRTConfig
 
 PROPOSER_CLASS = "openrlhf_srt.vllm.proposer.SRTProposer"
 EXTENSION_CLASS = "openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"

@@ -15,7 +15,34 @@ from __future__ import annotations
 from typing import Any
 
 
-class SRTWorkerExtension:
+def _install_cpu_fix_at_import() -> bool:
+    """vLLM imports this module in each worker right after the platform registered its CPU
+    kernel fallbacks and before any drafter or model is built: the point where the corrected
+    expand kernel (cpu_kernels.py) can be registered for every drafter, vLLM's own included."""
+    try:
+        from openrlhf_srt.vllm.cpu_kernels import install_cpu_kernel_fixes
+
+        return install_cpu_kernel_fixes()
+    except ImportError:  # imported without vLLM (docs, tests of other layers)
+        return False
+
+
+_install_cpu_fix_at_import()
+
+
+class CPUFixExtension:
+    """Worker extension of every speculative engine on CPU (engine.start_engine adds it)."""
+
+    def srt_cpu_fix(self) -> bool:
+        """Whether the corrected CPU expand kernel is in place in this worker (installs it
+        if this module's import did not); False where none is needed (GPU, Triton present)
+        or the unsafe skip is set."""
+        from openrlhf_srt.vllm.cpu_kernels import install_cpu_kernel_fixes
+
+        return install_cpu_kernel_fixes()
+
+
+class SRTWorkerExtension(CPUFixExtension):
     """Methods callable with `LLM.collective_rpc`; `self` is vLLM's worker."""
 
     def _srt_proposer(self):
