@@ -132,6 +132,10 @@ def test_tokens_flow_into_the_cache_and_drafts_come_back(make):
     assert toks == [7, 7, 8, 6, 10] and counts == [3, 1, 1]
     s = p.stats()
     assert (s["verified_draft_tokens"], s["accepted_tokens"]) == (2 * K, 2)
+    # the calibrator saw a's 2 accepted + 1 rejected token and b's 1 rejected token, all
+    # with raw conditional probability 0.5 (path 1/2, 1/4, 1/8)
+    assert p.calibrator.verified[5] == 4 and p.calibrator.accepted[5] == 2
+    assert p.calibrator.verified.sum() == 4
     assert s["requests"] == 3 and s["runahead_requests"] == 1
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.drafting.budget import BudgetConfig, choose_budgets
+from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals, running_products
 from openrlhf_srt.drafting.cost_model import StepCostModel
 from openrlhf_srt.vllm.srt_config import CONFIG_ENV, SRTConfig
 
@@ -106,11 +107,13 @@ class SRTProposer:
                                    length_aware_full_at=self.config.length_aware_full_at,
                                    length_aware_min=min(self.config.length_aware_min, self.k))
         self.cost = StepCostModel()
+        self.calibrator = AcceptanceCalibrator()
         self.train_step = self.config.step
         self.runner = None
         self._seq: dict[str, int] = {}  # req_id -> cache seq id (running in the cache)
         self._seen: dict[str, int] = {}  # req_id -> tokens of it already in the cache
-        self._pending: dict[str, int] = {}  # req_id -> draft length proposed last step
+        # req_id -> raw conditional probabilities of the draft proposed last step
+        self._pending: dict[str, np.ndarray] = {}
         self._prompt_len: dict[str, int] = {}
         self._last_end: float | None = None  # when the previous propose returned
         self._last_tokens = 0  # tokens the step after the previous propose processes
@@ -160,13 +163,15 @@ class SRTProposer:
 
         drafts = self.source.step(seq_ids, new_tokens, counts.astype(np.int32), caps)
         offs = np.asarray(drafts.offsets, dtype=np.int64)
-        lens = choose_budgets(self.budget, drafts.probs, offs, total - prompt_len, self.cost)
+        raw_cond = conditionals(drafts.probs, offs)
+        calibrated = running_products(self.calibrator.calibrate_conditionals(raw_cond), offs)
+        lens = choose_budgets(self.budget, calibrated, offs, total - prompt_len, self.cost)
         toks = drafts.tokens.tolist()
         starts = offs[:-1].tolist()
         out = [toks[a:a + d] for a, d in zip(starts, lens.tolist())]
-        for rid, t, d in zip(req_ids, total.tolist(), lens.tolist()):
+        for rid, t, a, d in zip(req_ids, total.tolist(), starts, lens.tolist()):
             self._seen[rid] = t
-            self._pending[rid] = d
+            self._pending[rid] = raw_cond[a:a + d]
         self._last_tokens = int((n_sampled > 0).sum() + lens.sum())
         self.c_steps += 1
         self.c_rows += n
@@ -223,17 +228,27 @@ class SRTProposer:
             self._prompt_len.pop(rid, None)
 
     def _count_accepted(self, req_ids, n_sampled: np.ndarray) -> None:
-        """Accepted draft tokens of last step's drafts: a row that verified a draft of d
-        tokens samples (accepted + 1) tokens this step."""
+        """Outcomes of last step's drafts: a row that verified a draft of d tokens samples
+        (accepted + 1) tokens this step; its first `accepted` draft tokens were accepted,
+        the next (if any) rejected, the rest never verified. Counted, and fed to the
+        calibrator with the drafts' raw conditional probabilities."""
         if not self._pending:
             return
-        d = np.fromiter((self._pending.get(r, 0) for r in req_ids), dtype=np.int64,
-                        count=len(req_ids))
+        empty = np.zeros(0)
+        conds = [self._pending.get(r, empty) for r in req_ids]
+        d = np.fromiter(map(len, conds), dtype=np.int64, count=len(req_ids))
         verified = (d > 0) & (n_sampled > 0)
+        if not verified.any():
+            return
         acc = np.minimum(np.maximum(n_sampled - 1, 0), d)[verified]
+        dv = d[verified]
         self.c_verified_drafts += int(verified.sum())
-        self.c_verified_tokens += int(d[verified].sum())
+        self.c_verified_tokens += int(dv.sum())
         self.c_accepted += int(acc.sum())
+        flat = np.concatenate([c for c, v in zip(conds, verified.tolist()) if v])
+        pos = np.arange(flat.size) - np.repeat(np.cumsum(dv) - dv, dv)
+        seen = pos <= np.repeat(acc, dv)  # accepted ones and the first rejected one
+        self.calibrator.observe(flat[seen], (pos < np.repeat(acc, dv))[seen])
 
     # ---------------------------------------------------------------- worker RPCs
     def reset_counters(self) -> None:
@@ -267,6 +282,7 @@ class SRTProposer:
             "observed_steps": self.c_observed_steps,
             "observed_step_seconds": self.c_step_seconds,
             "step_cost": dataclasses.asdict(self.cost.current),
+            "calibration": self.calibrator.table(),
         }
 
     def _forget_running(self) -> None:
