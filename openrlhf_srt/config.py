@@ -16,12 +16,12 @@ import argparse
 import json
 import math
 import re
-from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-BUDGET_RULES = ("goodput", "length_aware", "fixed")  # = drafting.budget.BUDGET_RULES
-CACHE_RULES = ("prompt", "global", "best", "merge")  # = cache.config.RULES
+from openrlhf_srt.cache.config import RULES as CACHE_RULES
+from openrlhf_srt.drafting.budget import BUDGET_RULES
+
 MIN_CACHE_BYTES = 64 * 1024
 MAX_DRAFT_TOKENS = 128  # vLLM's limit on num_speculative_tokens
 
@@ -118,13 +118,9 @@ class SRTConfig:
                 "rule": self.cache_rule, "min_prob": float(self.min_prob),
                 "budget": self.budget}
 
-    def to_env(self, known: Collection[str] | None = None) -> str:
-        """Value of OPENRLHF_SRT_PROPOSER for the engines' worker processes; `known`: the
-        drafter's field names, to leave out settings an older drafter does not take."""
-        d = self.proposer_settings()
-        if known is not None:
-            d = {k: v for k, v in d.items() if k in known}
-        return json.dumps(d, sort_keys=True)
+    def to_env(self) -> str:
+        """Value of OPENRLHF_SRT_PROPOSER for the engines' worker processes."""
+        return json.dumps(self.proposer_settings(), sort_keys=True)
 
     def runahead_budget(self):
         from openrlhf_srt.runahead import RunaheadBudget

@@ -161,17 +161,10 @@ SRTRolloutActor = ray.remote(_SRTRolloutActor)
 
 
 def drafter_env(srt: SRTConfig) -> str:
-    """OPENRLHF_SRT_PROPOSER for this install's drafter (only the settings it takes)."""
-    import dataclasses
-    import logging
+    """OPENRLHF_SRT_PROPOSER for the drafter, checked against the drafter's own settings."""
+    from openrlhf_srt.vllm.srt_engine import validate_srt_config
 
-    from openrlhf_srt.vllm.proposer import SRTConfig as DrafterConfig
-
-    known = {f.name for f in dataclasses.fields(DrafterConfig)}
-    dropped = sorted(set(srt.proposer_settings()) - known)
-    if dropped:
-        logging.getLogger(__name__).warning("the installed SRT drafter ignores %s", dropped)
-    return srt.to_env(known)
+    return validate_srt_config(srt.proposer_settings()).to_env()
 
 
 def ray_has_gpus() -> bool:
