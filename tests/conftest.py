@@ -32,11 +32,13 @@ EXACTNESS_NUM_SPEC_TOKENS = 4
 
 @pytest.fixture(scope="session")
 def srt_float32_engine(embedded_model_path):
-    """SRT speculative engine (tree-cache drafts, K=4, min_prob 0.2)."""
+    """SRT speculative engine (tree-cache drafts, K=4, min_prob 0.2). Budget "fixed": every
+    draft the cache offers is verified (the goodput rule would cut many on this CPU, and the
+    exactness tests want as much verification as possible)."""
     from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
     llm = start_srt_engine(
-        embedded_model_path, srt={"min_prob": 0.2},
+        embedded_model_path, srt={"min_prob": 0.2, "budget": "fixed"},
         num_speculative_tokens=EXACTNESS_NUM_SPEC_TOKENS, dtype="float32",
         max_model_len=1024, seed=1, logprobs_mode="processed_logprobs",
     )
