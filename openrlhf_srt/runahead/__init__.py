@@ -13,6 +13,9 @@ Python (no torch, no vLLM). Three pieces:
 - `RunaheadBudget(max_tokens, max_requests, max_new_tokens, samples_per_prompt)` with
   `grant(used_tokens, in_flight)`, and `select_runahead(upcoming, k, skip, cached,
   saturated)`: the first k upcoming prompts not yet run ahead / not heavily cached.
+- `RunaheadPlanner(detector, budget)`: the three composed for one engine and step
+  (`begin_step`, `poll(running, now, upcoming, used_tokens=, in_flight=) -> keys`,
+  `end_step`); the local trainer drives it.
 
 Run-ahead requests carry `SamplingParams(extra_args={"srt_runahead": True})` so the drafter
 tags their sequences; their output goes to the cache only and is never a training sample.
@@ -20,9 +23,11 @@ tags their sequences; their output goes to the cache only and is never a trainin
 
 from openrlhf_srt.runahead.bubble import BubbleDetector
 from openrlhf_srt.runahead.lookahead import LookaheadPrompts
+from openrlhf_srt.runahead.planner import RunaheadPlanner
 from openrlhf_srt.runahead.policy import RunaheadBudget, select_runahead
 
 RUNAHEAD_ARG = "srt_runahead"  # SamplingParams.extra_args key (= vllm.proposer.RUNAHEAD_ARG)
+RUNAHEAD_PRIORITY = 1  # vLLM priority of run-ahead requests (lower first; rollouts have 0)
 
-__all__ = ["RUNAHEAD_ARG", "BubbleDetector", "LookaheadPrompts", "RunaheadBudget",
-           "select_runahead"]
+__all__ = ["RUNAHEAD_ARG", "RUNAHEAD_PRIORITY", "BubbleDetector", "LookaheadPrompts", "RunaheadBudget",
+           "RunaheadPlanner", "select_runahead"]
