@@ -15,8 +15,10 @@ from openrlhf_srt.local.trainer import prompt_indices
         (["--samples_per_prompt", "1"], "--samples_per_prompt"),
         (["--temperature", "0"], "--temperature"),
         (["--overlong_buffer", "999"], "--overlong_buffer"),
-        (["--srt", "maybe"], "--srt"),
-        (["--srt_num_speculative_tokens", "200"], "--srt_num_speculative_tokens"),
+        (["--srt.enable", "maybe"], "--srt.enable"),
+        (["--srt.max_draft_tokens", "200"], "--srt.max_draft_tokens"),
+        (["--srt.runahead_threshold", "0"], "--srt.runahead_threshold"),
+        (["--srt.window_steps", "2"], "--srt.window_steps"),
     ],
 )
 def test_bad_flags_fail_at_start_naming_the_flag(argv, flag, capsys):
@@ -29,7 +31,10 @@ def test_algo_defaults():
     grpo, dapo = parse_config([]), parse_config(["--algo", "dapo", "--max_new_tokens", "200"])
     assert (grpo.eps_high, grpo.overlong, grpo.dynamic_sampling) == (0.2, None, False)
     assert (dapo.eps_high, dapo.overlong, dapo.dynamic_sampling) == (0.28, 50, True)
-    assert parse_config(["--srt", "false"]).srt is False
+    assert parse_config(["--srt.enable", "false"]).srt.enable is False
+    cfg = parse_config(["--srt.max_draft_tokens", "4", "--srt.runahead", "0"])
+    assert (cfg.srt.max_draft_tokens, cfg.srt.runahead) == (4, False)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # what a checkpoint stores
 
 
 def test_prompt_order_covers_the_pool_without_repeats_per_pass():
@@ -40,6 +45,65 @@ def test_prompt_order_covers_the_pool_without_repeats_per_pass():
     assert prompt_indices(cfg, pool, 1) == prompt_indices(cfg, pool, 1)  # resume-stable
     assert prompt_indices(cfg, pool, 2) != prompt_indices(cfg, pool, 0)  # new pass, new order
     assert prompt_indices(TrainConfig(prompts_per_step=4, seed=4), pool, 0) != prompt_indices(cfg, pool, 0)
+
+
+def test_skipping_zero_advantage_samples_gives_the_same_update():
+    """Samples with advantage 0 contribute exactly 0 on-policy; skipping them but keeping
+    their tokens in the denominator (total_tokens) must give the full batch's gradient."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from openrlhf_srt.local.policy import train_step
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    base = LlamaForCausalLM(cfg)
+    prompts = [[1, 5, 7], [1, 9], [1, 5, 7], [1, 9, 3, 4]]
+    responses = [[10, 11, 12], [13, 14], [15, 16, 17, 18], [19]]
+    adv = torch.tensor([1.0, 0.0, -1.0, 0.0])
+
+    def update(idx, total):
+        model = LlamaForCausalLM(cfg)
+        model.load_state_dict(base.state_dict())
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)  # weights move by the gradient
+        out = train_step(model, opt, [prompts[i] for i in idx], [responses[i] for i in idx],
+                         adv[idx], 0, micro_batch_size=2, clip_eps_low=0.2, clip_eps_high=0.2,
+                         total_tokens=total)
+        return out, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    full, w_full = update([0, 1, 2, 3], None)
+    skip, w_skip = update([0, 2], sum(map(len, responses)))
+    wrong, _ = update([0, 2], None)  # without the denominator: a different update
+    assert full["train/policy_loss"] == pytest.approx(skip["train/policy_loss"], abs=1e-7)
+    assert full["train/grad_norm"] == pytest.approx(skip["train/grad_norm"], rel=1e-5)
+    assert wrong["train/grad_norm"] != pytest.approx(full["train/grad_norm"], rel=1e-3)
+    for k in w_full:
+        torch.testing.assert_close(w_full[k], w_skip[k], rtol=1e-5, atol=1e-7)
+    # nothing to train on: zero gradient, no weight moves
+    none, w_none = update([], 5)
+    assert none["train/grad_norm"] == 0.0
+    for k in w_none:
+        torch.testing.assert_close(w_none[k], base.state_dict()[k])
+
+
+def test_runahead_planner_fires_in_a_bubble_within_budget():
+    from openrlhf_srt.runahead import BubbleDetector, RunaheadBudget, RunaheadPlanner
+
+    plan = RunaheadPlanner(BubbleDetector(threshold=0.5, min_seconds=1.0, min_samples=2),
+                           RunaheadBudget(max_tokens=1000, max_requests=8, max_new_tokens=100,
+                                          samples_per_prompt=2))
+    plan.begin_step(8, now=0.0, running=["a"])
+    up = ["a", "b", "c", "d", "e", "f", "g"]
+    assert plan.poll(8, 0.5, up, used_tokens=0, in_flight=0) == []  # busy
+    assert plan.poll(3, 1.0, up, used_tokens=0, in_flight=0) == []  # below, not for 1 s yet
+    # confirmed: 8 requests allowed in flight -> 4 prompts; "a" is this step's own prompt
+    assert plan.poll(3, 2.0, up, used_tokens=0, in_flight=0) == ["b", "c", "d", "e"]
+    # 8 in flight reserve 800 tokens; 150 used: one more request fits by tokens, 0 by count
+    assert plan.poll(2, 2.5, up, used_tokens=150, in_flight=8) == []
+    assert plan.poll(2, 3.0, up, used_tokens=300, in_flight=2) == ["f", "g"]
+    assert plan.prompts == 6
+    assert plan.end_step(4.0) == pytest.approx(3.0)
 
 
 @pytest.mark.engine

@@ -1,10 +1,18 @@
-"""Settings of the local CPU trainer, validated at start-up (errors name the flag)."""
+"""Settings of the local CPU trainer, validated at start-up (errors name the flag).
+
+The SRT settings are the `--srt.*` flags of the OpenRLHF entry point (`openrlhf_srt.config.
+SRTConfig`, same names, defaults and checks); `--srt.enable 0` runs the plain vLLM
+baseline. `--srt.window_steps` and `--srt.route_tolerance` have no effect here (one engine,
+no sliding window); a non-default window is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bool
 
 ALGOS = ("grpo", "dapo")
 
@@ -30,10 +38,7 @@ class TrainConfig:
     overlong_penalty_factor: float = 1.0
     micro_batch_size: int = 8  # sequences per forward/backward
     seed: int = 0
-    srt: bool = True  # rollouts with the SRT drafter (False: plain vLLM, the baseline)
-    srt_num_speculative_tokens: int = 8
-    srt_max_depth: int = 32
-    srt_min_prob: float = 0.1
+    srt: SRTConfig = field(default_factory=SRTConfig)  # --srt.*; srt.enable False: baseline
     save_every: int = 0  # checkpoint every k steps (0: only after the last step)
     resume: bool = False  # continue from run_dir/checkpoints/latest
     wandb: bool = True
@@ -62,8 +67,7 @@ class TrainConfig:
 
         if self.algo not in ALGOS:
             bad("algo", f"must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch_size",
-                     "srt_num_speculative_tokens", "srt_max_depth"):
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch_size"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         if self.samples_per_prompt < 2:
@@ -78,10 +82,10 @@ class TrainConfig:
             bad("clip_eps_low", "clip ranges must be >= 0 and the low one < 1")
         if self.overlong is not None and not 0 < self.overlong <= self.max_new_tokens:
             bad("overlong_buffer", f"must be in (0, max_new_tokens], got {self.overlong}")
-        if not 0 <= self.srt_min_prob <= 1:
-            bad("srt_min_prob", f"must be in [0, 1], got {self.srt_min_prob}")
-        if self.srt_num_speculative_tokens > 128:
-            bad("srt_num_speculative_tokens", "vLLM verifies at most 128 draft tokens")
+        if not isinstance(self.srt, SRTConfig):
+            bad("srt.enable", f"srt must be an SRTConfig, got {type(self.srt).__name__}")
+        if self.srt.window_steps:
+            bad("srt.window_steps", "the local trainer keeps every step's sequences (0 only)")
         if self.save_every < 0:
             bad("save_every", "must be >= 0")
 
@@ -89,6 +93,14 @@ class TrainConfig:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of to_dict (a checkpoint's saved config)."""
+        d = dict(d)
+        d["run_dir"] = Path(d["run_dir"])
+        d["srt"] = SRTConfig(**d["srt"])
+        return cls(**d)
 
 
 def _flag(name: str) -> str:
@@ -103,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            p.add_argument(_flag(f.name), type=_parse_bool, default=default, metavar="{true,false}")
+        if f.name == "srt":
+            add_srt_arguments(p)
+        elif isinstance(default, bool):
+            p.add_argument(_flag(f.name), type=parse_bool, default=default, metavar="{true,false}")
         elif f.name in ("clip_eps_high",):
             p.add_argument(_flag(f.name), type=float, default=None)
         elif f.name in ("overlong_buffer",):
@@ -118,20 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     p = build_parser()
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    ns = vars(p.parse_args(argv))
+    srt = {k[4:]: ns.pop(k) for k in list(ns) if k.startswith("srt.")}
     try:
+        cfg = TrainConfig(**ns, srt=SRTConfig.from_args(srt))
         cfg.validate()
-    except ValueError as e:
+    except (SRTConfigError, ValueError) as e:
         p.error(str(e))
     return cfg

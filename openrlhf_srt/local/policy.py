@@ -44,12 +44,18 @@ def response_logprobs(model, prompts, responses, pad_id: int, autocast: bool | N
 
 def train_step(model, optimizer, prompts, responses, advantages: torch.Tensor, pad_id: int, *,
                micro_batch_size: int, clip_eps_low: float, clip_eps_high: float,
-               max_grad_norm: float = 1.0) -> dict[str, float]:
+               max_grad_norm: float = 1.0, total_tokens: int | None = None) -> dict[str, float]:
     """One on-policy update over all samples: token-level loss across the whole batch
-    (each micro-batch's mean weighted by its share of tokens), one optimizer step."""
+    (each micro-batch's mean weighted by its share of tokens), one optimizer step.
+
+    total_tokens: the loss's denominator when the batch also held samples left out here
+    because their advantage is 0 (their loss and gradient are exactly 0 on-policy, but
+    their tokens count in OpenRLHF's token-level mean); default: these samples' tokens."""
     model.train()
-    optimizer.zero_grad(set_to_none=True)
-    total_tokens = sum(len(r) for r in responses)
+    optimizer.zero_grad(set_to_none=False)
+    if total_tokens is None:
+        total_tokens = sum(len(r) for r in responses)
+    total_tokens = max(total_tokens, 1)
     loss_sum = clip_sum = 0.0
     for lo in range(0, len(responses), micro_batch_size):
         hi = lo + micro_batch_size
@@ -58,8 +64,11 @@ def train_step(model, optimizer, prompts, responses, advantages: torch.Tensor, p
         info = policy_loss(logp, logp.detach(), adv, mask, clip_eps_low, clip_eps_high)
         share = float(mask.sum()) / total_tokens
         (info.loss * share).backward()
-        loss_sum += float(info.loss) * share
+        loss_sum += float(info.loss.detach()) * share
         clip_sum += float(info.clip_ratio) * share
+    for p in model.parameters():  # zero, not missing: AdamW skips parameters without grad,
+        if p.grad is None:        # OpenRLHF's step applies momentum to every parameter
+            p.grad = torch.zeros_like(p)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     optimizer.step()
     return {"train/policy_loss": loss_sum, "train/clip_ratio": clip_sum,

@@ -1,19 +1,110 @@
-"""One rollout batch: P prompts x n samples from the vLLM engine, with rewards and the
-speculative figures of that generation."""
+"""One rollout batch: P prompts x n samples from the vLLM engine, driven step by step so
+that run-ahead can use the end-of-step bubble.
+
+`drive(llm, requests, runahead)` adds one vLLM request per sample to the engine
+(`llm.llm_engine.add_request`), then calls `llm.llm_engine.step()` until every one has
+finished (what `LLM.generate` does inside). Between engine steps, at most every
+`poll_seconds`, the run-ahead source (`LocalRunahead`) is told how many rollout samples are
+still running and may hand back run-ahead requests, which are added with the run-ahead tag
+(`SamplingParams.extra_args["srt_runahead"]`) so the drafter files their tokens in the cache
+as run-ahead. When the last rollout sample finishes, the clock stops and every run-ahead
+request still running is aborted. Run-ahead output is counted (tokens) and dropped: the
+samples returned are exactly the rollout requests', in request order.
+
+`generate_batch` builds the step's requests, drives them and adds rewards and the
+speculative figures of the step (vLLM's own spec-decode counters).
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from openrlhf_srt.data.reward import math_reward
-from openrlhf_srt.vllm.spec_metrics import (
-    acceptance_rate,
-    read_spec_counters,
-    tokens_per_step,
-)
+from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
+
+_batch_ids = itertools.count()
+
+
+class RunaheadSource(Protocol):
+    """What drive() asks of run-ahead (openrlhf_srt.local.runahead.LocalRunahead)."""
+
+    poll_seconds: float
+    priority: int
+
+    def begin(self, dispatched: int, now: float) -> None: ...
+
+    def poll(self, running: int, now: float, *, used_tokens: int,
+             in_flight: int) -> list[tuple[list[int], Any]]: ...
+
+    def end(self, now: float) -> dict[str, float]: ...
+
+
+@dataclass
+class Driven:
+    outputs: list  # vLLM CompletionOutput per request, in request order
+    seconds: float  # first request added -> last rollout finished
+    runahead: dict[str, float] = field(default_factory=dict)
+
+
+def drive(llm, requests: list[tuple[list[int], Any]],
+          runahead: RunaheadSource | None = None) -> Driven:
+    """Generate one output per (prompt ids, SamplingParams) request; see the module doc."""
+    from vllm.inputs import tokens_input
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = llm.llm_engine
+    if engine.has_unfinished_requests():
+        raise RuntimeError("drive() needs an idle engine (requests from elsewhere are running)")
+    batch = next(_batch_ids)
+    pending: dict[str, int] = {}
+    start = time.monotonic()
+    for i, (ids, params) in enumerate(requests):
+        p = params.clone()
+        p.output_kind = RequestOutputKind.FINAL_ONLY
+        rid = f"rollout-{batch}-{i}"
+        engine.add_request(rid, tokens_input(list(ids)), p)
+        pending[rid] = i
+    outputs: list = [None] * len(requests)
+    ra_live: dict[str, int] = {}  # run-ahead request -> tokens so far
+    ra_done_tokens = ra_started = 0
+    if runahead is not None:
+        runahead.begin(len(requests), start)
+    next_poll = start
+    while pending:
+        for out in engine.step():
+            rid = out.request_id
+            if rid in ra_live:
+                ra_live[rid] += len(out.outputs[0].token_ids)  # DELTA outputs
+                if out.finished:
+                    ra_done_tokens += ra_live.pop(rid)
+            elif out.finished and rid in pending:
+                outputs[pending.pop(rid)] = out.outputs[0]
+        now = time.monotonic()
+        if runahead is not None and pending and now >= next_poll:
+            next_poll = now + runahead.poll_seconds
+            for ids, params in runahead.poll(len(pending), now, used_tokens=ra_done_tokens,
+                                             in_flight=len(ra_live)):
+                p = params.clone()
+                p.output_kind = RequestOutputKind.DELTA
+                rid = f"runahead-{batch}-{ra_started}"
+                engine.add_request(rid, tokens_input(list(ids)), p, priority=runahead.priority)
+                ra_live[rid] = 0
+                ra_started += 1
+    end = time.monotonic()
+    aborted = len(ra_live)
+    if ra_live:
+        engine.abort_request(list(ra_live))
+    stats: dict[str, float] = {}
+    if runahead is not None:
+        stats = dict(runahead.end(end))
+        stats.update(requests=float(ra_started), aborted=float(aborted),
+                     tokens=float(ra_done_tokens + sum(ra_live.values())))
+    return Driven(outputs, end - start, stats)
 
 
 @dataclass
@@ -24,6 +115,7 @@ class RolloutBatch:
     rewards: np.ndarray  # [P, n] correctness reward before penalties
     seconds: float
     spec: dict[str, float] = field(default_factory=dict)
+    runahead: dict[str, float] = field(default_factory=dict)
 
     @property
     def response_lengths(self) -> np.ndarray:
@@ -35,27 +127,27 @@ class RolloutBatch:
 
 
 def generate_batch(llm, prompts: list[dict], prompt_ids: list[list[int]], *, n: int,
-                   temperature: float, top_p: float, max_new_tokens: int) -> RolloutBatch:
+                   temperature: float, top_p: float, max_new_tokens: int,
+                   runahead: RunaheadSource | None = None) -> RolloutBatch:
     from vllm import SamplingParams
 
-    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
+    requests = [(ids, params) for ids in prompt_ids for _ in range(n)]
     before = read_spec_counters(llm)
-    start = time.monotonic()
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params,
-                           use_tqdm=False)
-    seconds = time.monotonic() - start
+    driven = drive(llm, requests, runahead)
     spec = read_spec_counters(llm) - before
-    p_ids, r_ids, reasons, rewards = [], [], [], []
-    for rec, ids, out in zip(prompts, prompt_ids, outputs):
-        comps = sorted(out.outputs, key=lambda c: c.index)
-        for c in comps:
-            p_ids.append(list(ids))
-            r_ids.append(list(c.token_ids))
-            reasons.append(c.finish_reason or "abort")
-        rewards.append([math_reward(c.text, rec.get("label")) for c in comps])
-    batch = RolloutBatch(p_ids, r_ids, reasons, np.array(rewards, dtype=np.float64), seconds)
+    outs = driven.outputs
+    r_ids = [list(c.token_ids) for c in outs]
+    rewards = np.array([math_reward(c.text, rec.get("label"))
+                        for rec, k in zip(prompts, range(0, len(outs), n))
+                        for c in outs[k:k + n]], dtype=np.float64).reshape(len(prompts), n)
+    batch = RolloutBatch([list(ids) for ids, _ in requests], r_ids,
+                         [c.finish_reason or "abort" for c in outs], rewards, driven.seconds,
+                         runahead=driven.runahead)
+    # every generated token (run-ahead included) took part in the counted verifications
+    generated = batch.tokens + int(driven.runahead.get("tokens", 0))
     batch.spec = {
-        "accept_len": tokens_per_step(batch.tokens, spec.accepted_tokens),
+        "accept_len": tokens_per_step(generated, spec.accepted_tokens),
         "acceptance_rate": acceptance_rate(spec),
         "draft_tokens": float(spec.draft_tokens),
         "accepted_tokens": float(spec.accepted_tokens),

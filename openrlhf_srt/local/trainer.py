@@ -3,7 +3,9 @@
 Each step: the next P prompts of a seeded order, n samples each from the engine, rewards
 (with DAPO's overlong penalty), group advantages (DAPO drops groups whose samples all
 score the same), one optimizer step, and the new weights pushed into the running engine
-(the tree cache stays). Checkpoints hold the weights, optimizer, step and the cache
+(the tree cache stays). With `--srt.runahead`, the end-of-step bubble generates the coming
+steps' prompts into the cache (local/runahead.py); that output is never a sample.
+Checkpoints hold the weights, optimizer, the look-ahead window's position and the cache
 snapshot; resume continues with the next prompts, losing or repeating none.
 """
 
@@ -23,8 +25,10 @@ from openrlhf_srt.local.algorithms import group_advantages, informative_groups, 
 from openrlhf_srt.local.config import TrainConfig
 from openrlhf_srt.local.policy import train_step
 from openrlhf_srt.local.rollout import generate_batch
+from openrlhf_srt.local.runahead import LocalRunahead
 from openrlhf_srt.metrics import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
+from openrlhf_srt.runahead import LookaheadPrompts
 
 log = logging.getLogger(__name__)
 CACHE_SNAPSHOT = "srt_cache.bin"
@@ -64,27 +68,68 @@ class LocalTrainer:
             load_from = str(self.ckpt_dir / "model")
         self.model = AutoModelForCausalLM.from_pretrained(load_from, dtype=torch.float32)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        # the training order: one item per step (pool indices); peeked by run-ahead
+        self.lookahead = LookaheadPrompts(
+            (prompt_indices(cfg, len(self.pool), s) for s in range(cfg.steps)), unpack=list)
         if cfg.resume:
             state = json.loads((self.ckpt_dir / "state.json").read_text())
             self.start_step = int(state["next_step"])
+            self.lookahead.load_state_dict(state["lookahead"])  # skips the consumed steps
+            if self.lookahead.consumed != self.start_step:
+                raise ValueError(f"checkpoint {self.ckpt_dir}: look-ahead consumed "
+                                 f"{self.lookahead.consumed} steps, next step {self.start_step}")
             self.optimizer.load_state_dict(torch.load(self.ckpt_dir / "optimizer.pt"))
+        self.step_prompts: dict[int, list[int]] = {}  # pool indices trained on, per step
+        self._ids: dict[int, list[int]] = {}
         self.llm = self._start_engine(load_from)
-        if cfg.resume and cfg.srt and (self.ckpt_dir / CACHE_SNAPSHOT).is_file():
+        self.restored_cache: dict | None = None
+        if cfg.resume and self.srt_on and cfg.srt.snapshot \
+                and (self.ckpt_dir / CACHE_SNAPSHOT).is_file():
             self.llm.collective_rpc("srt_load", args=(str(self.ckpt_dir / CACHE_SNAPSHOT),))
+            self.restored_cache = self._cache_stats()
+        self.runahead = (LocalRunahead(cfg.srt, self.lookahead, self.prompt_ids)
+                         if self.srt_on and cfg.srt.runahead else None)
+
+    @property
+    def srt_on(self) -> bool:
+        return self.cfg.srt.enable
+
+    def prompt_ids(self, index: int) -> list[int]:
+        """Token ids of pool prompt `index` (chat template applied), rendered once."""
+        if index not in self._ids:
+            self._ids[index] = render_prompt(self.tokenizer, self.pool[index])
+        return self._ids[index]
+
+    def _cache_stats(self) -> dict:
+        from openrlhf_srt.vllm.srt_engine import srt_stats
+
+        return dict(srt_stats(self.llm).get("cache", {}))
 
     def _start_engine(self, weights: str):
-        cfg = self.cfg
+        cfg, srt = self.cfg, self.cfg.srt
+        seqs = cfg.prompts_per_step * cfg.samples_per_prompt
         common = {"dtype": cfg.engine_dtype, "seed": cfg.seed, "max_model_len": 2048,
-                  "max_num_seqs": max(cfg.prompts_per_step * cfg.samples_per_prompt, 8)}
-        if not cfg.srt:
+                  "use_tqdm_on_load": False}
+        if not self.srt_on:
             from openrlhf_srt.vllm.engine import start_engine
 
-            return start_engine(weights, disable_log_stats=False, **common)
+            return start_engine(weights, disable_log_stats=False, max_num_seqs=max(seqs, 8),
+                                **common)
         from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
-        srt = {"max_depth": cfg.srt_max_depth, "min_prob": cfg.srt_min_prob}
-        return start_srt_engine(weights, srt=srt,
-                                num_speculative_tokens=cfg.srt_num_speculative_tokens, **common)
+        if srt.runahead:
+            seqs += srt.runahead_max_requests
+            if srt.runahead_priority:
+                common["scheduling_policy"] = "priority"  # rollouts before run-ahead
+        return start_srt_engine(weights, srt=srt.proposer_settings(),
+                                num_speculative_tokens=srt.max_draft_tokens,
+                                max_num_seqs=max(seqs, 8), **common)
+
+    def close(self) -> None:
+        """Stop the engine (its processes and memory); the trainer is unusable after."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
     def _rewards(self, batch) -> np.ndarray:
         rewards = batch.rewards.copy()
@@ -95,32 +140,42 @@ class LocalTrainer:
         return rewards
 
     def step(self, step: int) -> dict[str, float]:
+        from vllm import SamplingParams
+
         from openrlhf_srt.vllm.weight_sync import push_weights
 
         cfg, started = self.cfg, time.monotonic()
-        records = [self.pool[i] for i in prompt_indices(cfg, len(self.pool), step)]
-        prompt_ids = [render_prompt(self.tokenizer, r) for r in records]
-        if cfg.srt:
+        indices = next(self.lookahead)
+        self.step_prompts[step] = list(indices)
+        records = [self.pool[i] for i in indices]
+        prompt_ids = [self.prompt_ids(i) for i in indices]
+        if self.srt_on:
             self.llm.collective_rpc("srt_set_step", args=(step,))
+        if self.runahead is not None:
+            self.runahead.set_step(indices, SamplingParams(temperature=cfg.temperature,
+                                                           top_p=cfg.top_p))
         batch = generate_batch(self.llm, records, prompt_ids, n=cfg.samples_per_prompt,
                                temperature=cfg.temperature, top_p=cfg.top_p,
-                               max_new_tokens=cfg.max_new_tokens)
-        self.say(f"step {step}: generated {batch.tokens} tokens in {batch.seconds:.1f} s; training")
+                               max_new_tokens=cfg.max_new_tokens, runahead=self.runahead)
+        ra = batch.runahead
+        self.say(f"step {step}: generated {batch.tokens} tokens in {batch.seconds:.1f} s"
+                 + (f" (+{ra['tokens']:.0f} run-ahead)" if ra else "") + "; training")
         rewards = torch.tensor(self._rewards(batch))
         keep = informative_groups(rewards) if cfg.dynamic_sampling else torch.ones(
             len(records), dtype=torch.bool)
         adv = group_advantages(rewards).reshape(-1)
         sample_keep = keep.repeat_interleave(cfg.samples_per_prompt)
-        idx = [i for i in range(len(batch.response_ids))
-               if sample_keep[i] and batch.response_ids[i]]
+        lengths = batch.response_lengths
+        # samples with advantage 0 (e.g. a GRPO group that all scored the same) add exactly 0
+        # to loss and gradient on-policy: only their tokens count, in the token-level mean
+        idx = [i for i in range(len(lengths)) if sample_keep[i] and lengths[i] and adv[i] != 0]
         train_start = time.monotonic()
-        metrics: dict[str, float] = {}
-        if idx:
-            metrics.update(train_step(
-                self.model, self.optimizer, [batch.prompt_ids[i] for i in idx],
-                [batch.response_ids[i] for i in idx], adv[idx], self.pad_id,
-                micro_batch_size=cfg.micro_batch_size, clip_eps_low=cfg.clip_eps_low,
-                clip_eps_high=cfg.eps_high))
+        metrics = train_step(
+            self.model, self.optimizer, [batch.prompt_ids[i] for i in idx],
+            [batch.response_ids[i] for i in idx], adv[idx], self.pad_id,
+            micro_batch_size=cfg.micro_batch_size, clip_eps_low=cfg.clip_eps_low,
+            clip_eps_high=cfg.eps_high, total_tokens=int(lengths[sample_keep.numpy()].sum()))
+        metrics["train/samples"] = float(len(idx))
         train_seconds = time.monotonic() - train_start
         sync_seconds = push_weights(self.llm, self.model)
         metrics.update({
@@ -129,6 +184,7 @@ class LocalTrainer:
             "rollout/response_length": float(batch.response_lengths.mean()),
             "rollout/truncated": float(np.mean([r == "length" for r in batch.finish_reasons])),
             "rollout/tokens": float(batch.tokens),
+            "rollout/samples": float(len(batch.response_ids)),
             "rollout/kept_groups": float(keep.float().mean()),
             "timing/generation": batch.seconds,
             "timing/train": train_seconds,
@@ -138,9 +194,14 @@ class LocalTrainer:
             "srt/accept_len": batch.spec["accept_len"],
             "srt/acceptance_rate": batch.spec["acceptance_rate"],
             "srt/draft_tokens": batch.spec["draft_tokens"],
+            "srt/accepted_tokens": batch.spec["accepted_tokens"],
         })
-        if cfg.srt:
-            cache = self.llm.collective_rpc("srt_stats")[0].get("cache", {})
+        if ra:
+            metrics.update({"srt/runahead_tokens": ra["tokens"],
+                            "srt/runahead_prompts": ra["prompts"],
+                            "srt/bubble_seconds": ra["bubble_seconds"]})
+        if self.srt_on:
+            cache = self._cache_stats()
             metrics["srt/cache_bytes"] = float(cache.get("bytes", 0))
             metrics["srt/cache_prompts"] = float(cache.get("prompts", 0))
         return metrics
@@ -153,10 +214,11 @@ class LocalTrainer:
         self.model.save_pretrained(tmp / "model", safe_serialization=True)
         self.tokenizer.save_pretrained(tmp / "model")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        if self.cfg.srt:
+        if self.srt_on and self.cfg.srt.snapshot:
             self.llm.collective_rpc("srt_save", args=(str((tmp / CACHE_SNAPSHOT).resolve()),))
-        (tmp / "state.json").write_text(json.dumps({"next_step": next_step,
-                                                    "config": self.cfg.to_dict()}))
+        state = {"next_step": next_step, "lookahead": self.lookahead.state_dict(),
+                 "config": self.cfg.to_dict()}
+        (tmp / "state.json").write_text(json.dumps(state, default=str))
         old = self.ckpt_dir.with_name("latest.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt_dir.exists():
@@ -164,17 +226,20 @@ class LocalTrainer:
         tmp.rename(self.ckpt_dir)
         shutil.rmtree(old, ignore_errors=True)
 
-    def run(self) -> list[dict[str, float]]:
+    def run(self, stop_at: int | None = None) -> list[dict[str, float]]:
+        """Steps start_step .. cfg.steps - 1 (or up to `stop_at`, as an interrupted run
+        would stop: the checkpoint then holds what save_every wrote)."""
         cfg = self.cfg
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         logger = RunLogger(cfg.run_dir, cfg.to_dict(), wandb=cfg.wandb,
                            tensorboard=cfg.tensorboard, resume=cfg.resume)
         rows = []
         try:
-            for step in range(self.start_step, cfg.steps):
+            for step in range(self.start_step, end):
                 m = self.step(step)
                 logger.log(step, m)
                 rows.append({"step": step, **m})
-                self.say(format_step(step, m, cfg.srt))
+                self.say(format_step(step, m, self.srt_on))
                 last = step + 1 == cfg.steps
                 if last or (cfg.save_every and (step + 1) % cfg.save_every == 0):
                     self.save(step + 1)
@@ -186,6 +251,8 @@ class LocalTrainer:
 def format_step(step: int, m: dict[str, float], srt: bool) -> str:
     spec = (f" tok/verify {m['srt/accept_len']:.2f} accept {m['srt/acceptance_rate']:.0%}"
             if srt else "")
+    if "srt/runahead_tokens" in m:
+        spec += f" run-ahead {m['srt/runahead_tokens']:.0f} tok"
     return (f"step {step}: reward {m['rollout/reward']:.3f} len {m['rollout/response_length']:.0f}"
             f" gen {m['timing/generation']:.1f}s train {m['timing/train']:.1f}s"
             f" sync {m['timing/weight_sync']:.1f}s{spec}")

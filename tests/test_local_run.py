@@ -1,0 +1,120 @@
+"""The local trainer end to end on the embedded model (marked `engine`): run-ahead on a
+crafted long tail through the step-by-step driver, and checkpoint resume (step, prompts,
+look-ahead window, weights, optimizer, tree cache)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def srt_priority_engine(embedded_model_path):
+    """SRT engine with priority scheduling, as the local trainer starts it for run-ahead."""
+    from openrlhf_srt.vllm.srt_engine import start_srt_engine
+
+    llm = start_srt_engine(embedded_model_path, srt={"min_prob": 0.1}, num_speculative_tokens=4,
+                           max_model_len=1024, seed=0, scheduling_policy="priority",
+                           max_num_seqs=32)
+    yield llm
+    llm.llm_engine.engine_core.shutdown()
+
+
+def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority_engine):
+    from vllm import SamplingParams
+
+    from openrlhf_srt.config import SRTConfig
+    from openrlhf_srt.local.rollout import drive
+    from openrlhf_srt.local.runahead import LocalRunahead
+    from openrlhf_srt.runahead import LookaheadPrompts
+    from openrlhf_srt.vllm.srt_engine import srt_stats
+
+    llm = srt_priority_engine
+    prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 1, 4093, 198]
+    ids = {k: prompt + [28 + k, 1, 520, 9531, 198] for k in range(8)}  # 8 distinct prompts
+    # a crafted long tail: six 4-token samples and one of 160 tokens
+    short = SamplingParams(temperature=0.6, max_tokens=4, ignore_eos=True)
+    long = SamplingParams(temperature=0.6, max_tokens=160, ignore_eos=True)
+    requests = [(ids[0], short)] * 6 + [(ids[1], long)]
+    srt = SRTConfig(runahead_threshold=0.5, runahead_min_seconds=0.3, runahead_min_samples=2,
+                    runahead_poll_seconds=0.05, runahead_prompts=4, runahead_samples=2,
+                    runahead_max_new_tokens=64, runahead_max_requests=4)
+    lookahead = LookaheadPrompts([[0, 1], [2, 3], [4, 5], [6, 7]], unpack=list)
+    ra = LocalRunahead(srt, lookahead, ids.__getitem__)
+    ra.set_step([0, 1], SamplingParams(temperature=0.6))
+    srt_stats(llm, reset=True)
+    driven = drive(llm, requests, ra)
+    stats = srt_stats(llm, reset=True)
+
+    assert [len(o.token_ids) for o in driven.outputs] == [4] * 6 + [160]
+    assert not llm.llm_engine.has_unfinished_requests()  # run-ahead aborted at the end
+    s = driven.runahead
+    print("run-ahead:", s, "proposer run-ahead requests:", stats["runahead_requests"])
+    assert s["bubble_seconds"] >= 0.3
+    # the step's own prompts (0, 1) are skipped; upcoming ones in look-ahead order
+    assert ra.history == [[2, 3]]  # 4 requests in flight at most: 2 prompts x 2 samples
+    assert s["prompts"] == 2 and s["requests"] == 4
+    assert 0 < s["tokens"] <= 4 * 64
+    assert 1 <= stats["runahead_requests"] <= 4  # the drafter tagged them run-ahead
+    assert lookahead.consumed == 0 and lookahead.next_batch() == [0, 1]  # peeked, not consumed
+
+
+def _tiny_config(run_dir, **kw):
+    from openrlhf_srt.config import SRTConfig
+    from openrlhf_srt.local.config import TrainConfig
+
+    srt = SRTConfig(max_draft_tokens=4, runahead_threshold=1.0, runahead_min_seconds=0.0,
+                    runahead_min_samples=1, runahead_poll_seconds=0.01, runahead_prompts=2,
+                    runahead_max_new_tokens=16, runahead_max_requests=4)
+    return TrainConfig(run_dir=run_dir, prompts="builtin:6", steps=3, prompts_per_step=2,
+                       samples_per_prompt=2, max_new_tokens=24, micro_batch_size=4,
+                       lr=1e-4, save_every=1, wandb=False, tensorboard=False, srt=srt, **kw)
+
+
+def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_path):
+    import torch
+
+    from openrlhf_srt.local.trainer import LocalTrainer, prompt_indices
+    from openrlhf_srt.metrics import read_metrics
+
+    cfg = _tiny_config(tmp_path / "run")
+    first = LocalTrainer(cfg)
+    try:
+        first.run(stop_at=2)  # interrupted after step 1 (checkpoint at next_step 2)
+        cache_before = first._cache_stats()
+        weights = {k: v.clone() for k, v in first.model.state_dict().items()}
+        opt_steps = {int(s["step"]) for s in first.optimizer.state_dict()["state"].values()}
+    finally:
+        first.close()
+    state = json.loads((cfg.run_dir / "checkpoints/latest/state.json").read_text())
+    assert state["next_step"] == 2
+    assert state["lookahead"]["consumed"] == 2
+    # run-ahead peeked at step 2's prompts during step 1: in the window, not consumed
+    assert state["lookahead"]["buffer"] == [prompt_indices(cfg, 6, 2)]
+    assert cache_before["prompts"] >= 4 and cache_before["sequences"] >= 8
+
+    resumed = LocalTrainer(_tiny_config(tmp_path / "run", resume=True))
+    try:
+        assert resumed.start_step == 2
+        for k, v in resumed.model.state_dict().items():
+            torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+        assert {int(s["step"]) for s in resumed.optimizer.state_dict()["state"].values()} \
+            == opt_steps == {2}
+        restored = resumed.restored_cache
+        for key in ("prompts", "sequences", "tokens", "nodes"):
+            assert restored[key] == cache_before[key], key
+        resumed.run()
+        cache_after = resumed._cache_stats()
+    finally:
+        resumed.close()
+    assert set(resumed.step_prompts) == {2}
+    assert resumed.step_prompts[2] == prompt_indices(cfg, 6, 2)
+    trained = first.step_prompts[0] + first.step_prompts[1] + resumed.step_prompts[2]
+    assert sorted(trained) == list(range(6))  # one pass: every prompt once, none repeated
+    assert cache_after["sequences"] >= cache_before["sequences"] + 4
+    rows = read_metrics(cfg.run_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(r["rollout/samples"] == 4 and 0 < r["rollout/tokens"] <= 4 * 24 for r in rows)
