@@ -1,43 +1,111 @@
-"""`make demo`: what the project does today, in about five minutes on 2 CPU cores.
+"""`make demo`: the same short GRPO run twice from one seed, without and with SRT.
 
-Collects a small rollout trace set with the embedded model through the vLLM engine (the
-same prompts sampled over several steps with the policy fixed) and prints what a
-per-prompt cache could draft from: how much of each response already occurred in earlier
-responses to the same prompt. Later issues replace this with the CPU training run.
+Both runs train the embedded SmolLM2-135M on CPU (openrlhf_srt.local) with the same
+prompts, seed and settings; the first generates its rollouts with plain vLLM, the second
+with the SRT drafter (tree cache kept across steps, run-ahead in end-of-step bubbles).
+Prints a per-step table and the generation speedup measured from the two runs, and writes
+runs/<name>/{baseline,srt}/ (metrics.jsonl, TensorBoard events, an offline W&B run) and
+runs/<name>/compare.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
-from openrlhf_srt.cli.collect_traces import CollectSettings, collect
 from openrlhf_srt.vllm.engine import quiet_vllm_logs
 
 
-def main(argv: list[str] | None = None) -> int:
-    quiet_vllm_logs()
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("runs/demo/traces_t0.6.jsonl"))
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--prompts", type=int, default=4)
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--name", default="demo", help="runs/<name>/ holds both runs")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"))
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--prompts", default="builtin:8",
+                   help="prompt set (a small pool: every prompt returns every few steps, as "
+                        "in multi-epoch RL training)")
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--samples", type=int, default=8, help="samples per prompt (GRPO group)")
+    p.add_argument("--max-new-tokens", type=int, default=160)
     p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--max-tokens", type=int, default=256)
-    a = p.parse_args(argv)
-    settings = CollectSettings(
-        out=a.out, steps=a.steps, prompts=a.prompts, samples=a.samples,
-        temperature=a.temperature, max_tokens=a.max_tokens,
-    )
-    from openrlhf_srt.data.trace_summary import format_summary
-    from openrlhf_srt.data.traces import read_traces
+    p.add_argument("--lr", type=float, default=2e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runahead", type=int, choices=(0, 1), default=1)
+    p.add_argument("--only", choices=("baseline", "srt"), default=None,
+                   help="run one of the two (the table then reads the other from disk)")
+    return p
 
-    print(f"demo: {a.steps} steps x {a.prompts} prompts x {a.samples} samples, "
-          f"temperature {a.temperature}, up to {a.max_tokens} tokens, embedded SmolLM2-135M")
-    out = collect(settings)
+
+def per_step_table(base: list[dict], srt: list[dict]) -> str:
+    head = (f"{'step':>4} {'reward base':>11} {'reward srt':>10} {'gen s base':>10} "
+            f"{'gen s srt':>9} {'tok/verify':>10} {'run-ahead tok':>13} {'speedup':>7}")
+    lines = [head, "-" * len(head)]
+    by_step = {r["step"]: r for r in srt}
+    for b in base:
+        s = by_step.get(b["step"])
+        if s is None:
+            continue
+        speed = b["timing/generation"] / max(s["timing/generation"], 1e-9)
+        lines.append(f"{b['step']:>4} {b['rollout/reward']:>11.3f} {s['rollout/reward']:>10.3f} "
+                     f"{b['timing/generation']:>10.1f} {s['timing/generation']:>9.1f} "
+                     f"{s.get('srt/accept_len', 1.0):>10.2f} "
+                     f"{s.get('srt/runahead_tokens', 0.0):>13.0f} {speed:>6.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the demo prints its own progress
+    quiet_vllm_logs()
+    a = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    from openrlhf_srt.cli.compare_runs import format_table, plot
+    from openrlhf_srt.config import SRTConfig
+    from openrlhf_srt.local.config import TrainConfig
+    from openrlhf_srt.local.trainer import LocalTrainer
+    from openrlhf_srt.metrics import read_metrics
+
+    hf_logging.disable_progress_bar()
+    root = a.runs_root / a.name
+    common = {"prompts": a.prompts, "steps": a.steps, "prompts_per_step": a.prompts_per_step,
+                  "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
+                  "temperature": a.temperature, "lr": a.lr, "seed": a.seed, "algo": "grpo"}
+    print(f"demo: GRPO on the embedded SmolLM2-135M (CPU, float32), {a.steps} steps x "
+          f"{a.prompts_per_step} prompts x {a.samples} samples, up to {a.max_new_tokens} "
+          f"tokens, temperature {a.temperature}, seed {a.seed}; twice: plain vLLM, then SRT",
+          flush=True)
+    walls = {}
+    for name, srt in (("baseline", SRTConfig(enable=False)),
+                      ("srt", SRTConfig(runahead=bool(a.runahead)))):
+        if a.only and a.only != name:
+            continue
+        start = time.monotonic()
+        print(f"\n== {name}: starting the engine", flush=True)
+        cfg = TrainConfig(run_dir=root / name, srt=srt, **common)
+        trainer = LocalTrainer(cfg, log_fn=lambda msg, tag=name: print(f"[{tag}] {msg}", flush=True))
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+        walls[name] = time.monotonic() - start
+        print(f"== {name}: {walls[name]:.0f} s", flush=True)
+    runs = [("baseline", read_metrics(root / "baseline")), ("srt", read_metrics(root / "srt"))]
     print()
-    print(format_summary(read_traces(out)))
+    print(per_step_table(runs[0][1], runs[1][1]))
+    gen = [sum(r["timing/generation"] for r in rows) for _, rows in runs]
+    print(f"\ngeneration: baseline {gen[0]:.1f} s, SRT {gen[1]:.1f} s -> measured generation "
+          f"speedup {gen[0] / max(gen[1], 1e-9):.2f}x")
+    print()
+    print(format_table(runs))
+    png = root / "compare.png"
+    plot(runs, png)
+    print(f"\nwrote {root}/baseline and {root}/srt (metrics.jsonl, tensorboard/, wandb/), {png}")
+    if walls:
+        print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
+              + f", total {sum(walls.values()):.0f} s")
     return 0
 
 
