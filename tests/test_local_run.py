@@ -20,7 +20,9 @@ def srt_priority_engine(embedded_model_path):
                            max_model_len=1024, seed=0, scheduling_policy="priority",
                            max_num_seqs=32)
     yield llm
-    llm.llm_engine.engine_core.shutdown()
+    from openrlhf_srt.vllm.engine import stop_engine
+
+    stop_engine(llm)
 
 
 def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority_engine):

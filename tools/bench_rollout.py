@@ -166,6 +166,7 @@ def plot(results: list[dict], path: Path) -> None:
         axes[1][j].set_ylabel("tokens per verification step")
         axes[1][j].set_xlabel("step (same prompts revisited)")
         for ax in axes[:, j]:
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             ax.legend()
     fig.tight_layout()

@@ -129,7 +129,9 @@ class LocalTrainer:
         """Stop the engine (its processes and memory); the trainer is unusable after."""
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            llm.llm_engine.engine_core.shutdown()
+            from openrlhf_srt.vllm.engine import stop_engine
+
+            stop_engine(llm)
 
     def _rewards(self, batch) -> np.ndarray:
         rewards = batch.rewards.copy()

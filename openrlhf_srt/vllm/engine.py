@@ -208,3 +208,9 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
             f"the vLLM engine for {full['model']} failed to start: {type(e).__name__}: {e}"
         ) from e
     return llm
+
+
+def stop_engine(llm) -> None:
+    """Shut an engine's processes down now (memory and cores back), not at garbage
+    collection; the LLM object is unusable afterwards."""
+    llm.llm_engine.engine_core.shutdown()
