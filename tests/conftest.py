@@ -3,7 +3,16 @@ costs 20-80 s on 2 cores); they are marked `engine`."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Up to six float32 engines are alive at once in a full run (three session engines, the
+# Ray engine group's two, one module engine), each ~3.9 GB resident with vLLM's 2 GiB CPU
+# KV cache: over the 24 GiB of a CI machine (the OOM killer took a worker). Test prompts
+# and responses fit in 1 GiB (~23k tokens of the embedded model in float32). Set before any
+# engine or Ray starts, so engine processes and Ray workers inherit it.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture(scope="session")
