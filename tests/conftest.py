@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from openrlhf_srt.vllm.engine import stop_engine
+
 # Up to six float32 engines are alive at once in a full run (three session engines, the
 # Ray engine group's two, one module engine), each ~3.9 GB resident with vLLM's 2 GiB CPU
 # KV cache: over the 24 GiB of a CI machine (the OOM killer took a worker). Test prompts
@@ -29,17 +31,20 @@ def float32_engine(embedded_model_path):
 
     llm = start_engine(embedded_model_path, dtype="float32", max_model_len=2048, seed=0)
     yield llm
-    del llm
+    stop_engine(llm)
 
 
 # Exactness harness (tests/test_exactness.py): an SRT engine and its non-speculative
 # baseline, both float32 and with OpenRLHF's logprobs_mode (log-probs of the distribution
 # actually sampled from: after temperature, top-k and top-p). Different engine seeds, so
-# the two give independent samples.
+# the two give independent samples. Module scope: stopped when a module is done (memory for
+# the engines of later modules), and each module's SRT engine is the newest engine in the
+# process while it runs: vLLM registers only the newest engine's Prometheus counters, which
+# tests compare the proposer's counts with.
 EXACTNESS_NUM_SPEC_TOKENS = 4
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def srt_float32_engine(embedded_model_path):
     """SRT speculative engine (tree-cache drafts, K=4, min_prob 0.2). Budget "fixed": every
     draft the cache offers is verified (the goodput rule would cut many on this CPU, and the
@@ -52,10 +57,10 @@ def srt_float32_engine(embedded_model_path):
         max_model_len=1024, seed=1, logprobs_mode="processed_logprobs",
     )
     yield llm
-    del llm
+    stop_engine(llm)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def float32_processed_engine(embedded_model_path):
     """Non-speculative baseline of srt_float32_engine."""
     from openrlhf_srt.vllm.engine import start_engine
@@ -63,7 +68,7 @@ def float32_processed_engine(embedded_model_path):
     llm = start_engine(embedded_model_path, dtype="float32", max_model_len=1024, seed=2,
                        logprobs_mode="processed_logprobs")
     yield llm
-    del llm
+    stop_engine(llm)
 
 
 def _greedy_reference(model, ids, n):
