@@ -31,10 +31,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
-from openrlhf_srt.runahead import RUNAHEAD_ARG
+from openrlhf_srt.runahead import RUNAHEAD_ARG, RUNAHEAD_PRIORITY
 
 CONFIG_ENV = "OPENRLHF_SRT_PROPOSER"  # = openrlhf_srt.vllm.srt_config.CONFIG_ENV
-RUNAHEAD_PRIORITY = 1  # vLLM: lower value first; OpenRLHF's rollouts use the default 0
 
 
 def plain_class(actor_class):

@@ -2,10 +2,9 @@
 
 `RunaheadMonitor(generator, lookahead)` runs a thread beside OpenRLHF's generation loop:
 every `--srt.runahead_poll_seconds` it asks each engine for its running rollout requests
-(`srt_load`), feeds one `BubbleDetector` per engine, and when an engine is in a bubble and
-the look-ahead window has upcoming prompts whose home is that engine (routing), starts
-run-ahead requests for the first ones not yet run ahead this step (`select_runahead`),
-within `RunaheadBudget` (tokens per engine and step, requests in flight). `stop()` ends the
+(`srt_load`) and feeds one `RunaheadPlanner` per engine (the rules the local trainer uses:
+bubble detector, `RunaheadBudget`, `select_runahead`) with the upcoming prompts whose home
+is that engine (routing); the prompts it returns get run-ahead requests on that engine. `stop()` ends the
 thread, aborts all run-ahead requests on every engine and returns the step's figures.
 
 Peeking never consumes: the training loop still draws the same prompts in the same order.
@@ -20,7 +19,7 @@ import time
 import ray
 
 from openrlhf_srt.openrlhf.routing import home_engine
-from openrlhf_srt.runahead import select_runahead
+from openrlhf_srt.runahead import RunaheadPlanner
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,10 @@ class RunaheadMonitor:
         self.cfg = generator.srt
         self.budget = self.cfg.runahead_budget()
         n = len(generator.vllm_engines)
-        self.detectors = [self.cfg.bubble_detector() for _ in range(n)]
-        self.started: set[str] = set()  # prompts run ahead this step
+        # one planner per engine; a prompt is only ever offered to its home engine's planner
+        self.planners = [RunaheadPlanner(self.cfg.bubble_detector(), self.budget)
+                         for _ in range(n)]
         self.in_flight = [0] * n
-        self.prompts = 0
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="srt-runahead", daemon=True)
@@ -59,27 +58,25 @@ class RunaheadMonitor:
         if not self._begun:  # the step starts with the first dispatch
             if not sum(dispatched):
                 return
-            for det, n in zip(self.detectors, dispatched):
-                det.begin_step(n, now)
+            for plan, n in zip(self.planners, dispatched):
+                plan.begin_step(n, now)
             self._begun = True
         upcoming = [p for p, _ in self.la.peek(self.cfg.runahead_prompts)]
-        for i, (det, load) in enumerate(zip(self.detectors, loads)):
+        for i, (plan, load) in enumerate(zip(self.planners, loads)):
+            det = plan.detector
             if dispatched[i] != det.dispatched:
                 det.add_dispatched(dispatched[i] - det.dispatched)
             self.in_flight[i] = load["runahead"]
             mine = [p for p in upcoming if home_engine(p, len(engines)) == i]
-            if not det.observe(load["rollout"], now, lookahead=len(mine)):
+            chosen = plan.poll(load["rollout"], now, mine, used_tokens=load["runahead_tokens"],
+                               in_flight=load["runahead"])
+            if not chosen:
                 continue
-            k = self.budget.prompts_to_start(load["runahead_tokens"], load["runahead"])
-            chosen = select_runahead(mine, k, skip=self.started)
-            if not chosen or self.gen._sampling_params is None:
-                continue
+            # set by the first dispatch, which the step began with
             params = self.gen._sampling_params.clone()
             params.max_tokens = self.cfg.runahead_max_new_tokens
             ids = [self._tokenize(p) for p in chosen]
             engines[i].srt_runahead.remote(ids, params, self.budget.samples_per_prompt)
-            self.started.update(chosen)
-            self.prompts += len(chosen)
 
     def _tokenize(self, prompt: str) -> list[int]:
         # as OpenRLHF's SingleTurnAgentExecutor does, so run-ahead shares the prompt's key
@@ -90,6 +87,7 @@ class RunaheadMonitor:
         self._thread.join()
         now = time.monotonic()
         aborted = ray.get([e.srt_abort_runahead.remote() for e in self.gen.vllm_engines])
-        bubble = [det.end_step(now) for det in self.detectors]
+        bubble = [plan.end_step(now) for plan in self.planners]
         return {"bubble_seconds": sum(bubble), "bubble_per_engine": bubble,
-                "prompts": self.prompts, "aborted": sum(aborted), "errors": self.errors}
+                "prompts": sum(plan.prompts for plan in self.planners),
+                "aborted": sum(aborted), "errors": self.errors}
