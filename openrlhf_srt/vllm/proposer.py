@@ -114,7 +114,6 @@ class SRTProposer:
         self._seen: dict[str, int] = {}  # req_id -> tokens of it already in the cache
         # req_id -> raw conditional probabilities of the draft proposed last step
         self._pending: dict[str, np.ndarray] = {}
-        self._prompt_len: dict[str, int] = {}
         self._last_end: float | None = None  # when the previous propose returned
         self._last_tokens = 0  # tokens the step after the previous propose processes
         self._next_seq = time.time_ns()  # unique across processes sharing a snapshot
@@ -150,7 +149,7 @@ class SRTProposer:
 
         seq_ids = np.fromiter((self._seq[r] for r in req_ids), dtype=np.int64, count=n)
         seen = np.fromiter((self._seen[r] for r in req_ids), dtype=np.int64, count=n)
-        prompt_len = np.fromiter((self._prompt_len[r] for r in req_ids), dtype=np.int64, count=n)
+        prompt_len = np.asarray(batch.num_prompt_tokens[:n], dtype=np.int64)
         total = np.asarray(num_tokens_no_spec[:n], dtype=np.int64)
         counts = np.maximum(total - seen, 0)
         # Flat gather of every row's new tokens: rows repeated by count, columns seen..total.
@@ -211,7 +210,6 @@ class SRTProposer:
         self.source.add_sequence(seq, prompt_key(prompt), prompt, step=self.train_step, tag=tag)
         self._seq[rid] = seq
         self._seen[rid] = n_prompt
-        self._prompt_len[rid] = n_prompt
         self.c_requests += 1
         self.c_runahead += tag == "runahead"
         return n_prompt
@@ -225,7 +223,6 @@ class SRTProposer:
             self.source.finish_sequence(self._seq.pop(rid))
             self._seen.pop(rid, None)
             self._pending.pop(rid, None)
-            self._prompt_len.pop(rid, None)
 
     def _count_accepted(self, req_ids, n_sampled: np.ndarray) -> None:
         """Outcomes of last step's drafts: a row that verified a draft of d tokens samples
@@ -291,7 +288,6 @@ class SRTProposer:
         self._seq.clear()
         self._seen.clear()
         self._pending.clear()
-        self._prompt_len.clear()
 
     def clear(self) -> None:
         self.source.clear()
