@@ -48,13 +48,15 @@ class FakeRunner:
         self.input_batch = SimpleNamespace(req_ids=[], num_prompt_tokens=np.zeros(8, np.int32))
         self.requests = {}
 
-    def add(self, rid, prompt, runahead=False):
+    def add(self, rid, prompt, runahead=False, key=None):
         row = len(self.input_batch.req_ids)
         self.input_batch.req_ids.append(rid)
         self.input_batch.num_prompt_tokens[row] = len(prompt)
         self.tokens[row, : len(prompt)] = prompt
         self.n[row] = len(prompt)
-        extra = {prop.RUNAHEAD_ARG: True} if runahead else None
+        extra = {prop.RUNAHEAD_ARG: True} if runahead else {}
+        if key is not None:
+            extra[prop.PROMPT_KEY_ARG] = key
         self.requests[rid] = SimpleNamespace(sampling_params=SimpleNamespace(extra_args=extra))
 
     def sample(self, per_row):
@@ -137,6 +139,20 @@ def test_tokens_flow_into_the_cache_and_drafts_come_back(make):
     assert p.calibrator.verified[5] == 4 and p.calibrator.accepted[5] == 2
     assert p.calibrator.verified.sum() == 4
     assert s["requests"] == 3 and s["runahead_requests"] == 1
+
+
+def test_a_named_tree_key_files_later_turns_with_the_first_prompt(make):
+    """A multi-turn episode's second turn (prompt = first prompt + answer + tool output)
+    goes to the tree named in extra_args, not to a tree of its own prompt."""
+    p, r = make()
+    p.bind(r)
+    first = [1, 2, 3]
+    r.add("turn1", first, key=prompt_key(first))
+    r.add("turn2", first + [4, 5, 6, 7], key=prompt_key(first))
+    r.add("plain", [4, 5, 6, 7])
+    _propose(p, r, [[8], [9], [10]])
+    keys = [a[1] for a in p.source.added]
+    assert keys == [prompt_key(first), prompt_key(first), prompt_key([4, 5, 6, 7])]
 
 
 def test_finished_requests_are_finished_preempted_ones_kept(make):

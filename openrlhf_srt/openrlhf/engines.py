@@ -12,9 +12,10 @@ then binds the drafter (`collective_rpc("srt_bind")`). It adds run-ahead request
 `srt_runahead` so the drafter files them as run-ahead; their output is dropped here and
 never returned) and per-step counters.
 
-`create_srt_engines` mirrors OpenRLHF's `create_vllm_engines` (which hard-codes its actor
-class) with this actor; on a Ray cluster without GPUs it places one engine per CPU bundle and
-binds each engine's worker threads to its own cores (`cpu_cores`).
+`create_srt_engines` runs OpenRLHF's own `create_vllm_engines` (which hard-codes its actor
+class) with `SRTActorLauncher` in place of that class (rebind.py); on a Ray cluster without
+GPUs it places one engine per CPU bundle and binds each engine's worker threads to its own
+core (`cpu_cores`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import Any
 import ray
 from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from ray.util.placement_group import placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
@@ -75,6 +75,21 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         await self.llm.collective_rpc("srt_bind")
 
     # ------------------------------------------------------------------ rollouts
+    async def generate_responses(self, prompt, label, sampling_params, max_length,
+                                 hf_tokenizer, num_samples: int = 1, images=None):
+        """OpenRLHF's method, with every request of the episode (every turn of a multi-turn
+        agent) filed in the tree of the episode's prompt."""
+        from copy import deepcopy
+
+        from openrlhf_srt.cache.keys import prompt_key
+        from openrlhf_srt.vllm.proposer import PROMPT_KEY_ARG
+
+        params = deepcopy(sampling_params)
+        key = prompt_key(episode_prompt_ids(hf_tokenizer, prompt))
+        params.extra_args = {**(params.extra_args or {}), PROMPT_KEY_ARG: key}
+        return await super().generate_responses(prompt, label, params, max_length,
+                                                hf_tokenizer, num_samples, images)
+
     async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
         out = await super().generate(prompt_token_ids, sampling_params, multi_modal_data)
         self._rollout_requests += 1
@@ -159,6 +174,12 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
 SRTRolloutActor = ray.remote(_SRTRolloutActor)
 
 
+def episode_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """A prompt's token ids as OpenRLHF's agent executors tokenize it, so rollouts (all
+    turns) and run-ahead of one prompt share its tree."""
+    return list(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
+
+
 def drafter_env(srt: SRTConfig) -> str:
     """OPENRLHF_SRT_PROPOSER for the drafter, checked against the drafter's own settings."""
     from openrlhf_srt.vllm.srt_engine import validate_srt_config
@@ -170,67 +191,75 @@ def ray_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def create_srt_engines(num_engines: int, tensor_parallel_size: int, pretrain: str, seed: int,
-                       full_determinism: bool, enable_prefix_caching: bool,
-                       enforce_eager: bool, max_model_len: int, shared_pg=None,
-                       gpu_memory_utilization=None, vllm_enable_sleep=False,
-                       logprobs_mode=None, agent_func_path: str | None = None,
-                       remote_rm_url=None, max_images_per_prompt: int = 0, *,
-                       srt: SRTConfig, cpu: bool | None = None, **engine_overrides):
-    """OpenRLHF's create_vllm_engines (same arguments, same placement) with SRT actors.
-    cpu (None: no GPU in the Ray cluster): one engine per CPU bundle, worker threads bound
-    to core i (engine i), dtype float32 without native bf16, eager mode."""
-    cpu = (not ray_has_gpus()) if cpu is None else cpu
-    if max_images_per_prompt > 0:
-        raise ValueError("--srt.enable does not support multimodal prompts yet "
-                         "(--data.max_images_per_prompt > 0); use --srt.enable 0")
-    use_hybrid = shared_pg is not None
-    device = "CPU" if cpu else "GPU"
-    if not use_hybrid:
-        bundles = [{device: 1, **({} if cpu else {"CPU": 1})}
-                   for _ in range(num_engines * tensor_parallel_size)]
-        shared_pg = placement_group(bundles, strategy="PACK")
-        ray.get(shared_pg.ready())
-    engines = []
-    for i in range(num_engines):
-        bundle_indices = None
-        if tensor_parallel_size > 1:
-            from openrlhf.trainer.ray.utils import get_bundle_indices
+class SRTActorLauncher:
+    """Stands in for `RolloutRayActor` inside OpenRLHF's own `create_vllm_engines` (see
+    rebind.py): that function keeps its placement and arguments, and each
+    `.options(...).remote(**kwargs)` it makes starts an `SRTRolloutActor` with the SRT
+    arguments added. On a GPU-less Ray cluster (cpu=True) engine i runs on one CPU bundle
+    with its worker threads bound to core i, in float32 without native bf16, eager."""
 
-            bundle_indices = get_bundle_indices(shared_pg, i, tensor_parallel_size)
-        strategy = PlacementGroupSchedulingStrategy(
-            placement_group=shared_pg, placement_group_capture_child_tasks=True,
-            placement_group_bundle_index=bundle_indices[0] if bundle_indices else i)
-        kw: dict[str, Any] = {
-            "model": pretrain, "enforce_eager": enforce_eager,
-            "tensor_parallel_size": tensor_parallel_size, "seed": seed + i,
-            "distributed_executor_backend": "uni" if tensor_parallel_size == 1 else "ray",
-            "max_model_len": max_model_len, "enable_prefix_caching": enable_prefix_caching,
-            "dtype": "bfloat16", "trust_remote_code": True, "full_determinism": full_determinism,
-            "gpu_memory_utilization": gpu_memory_utilization, "bundle_indices": bundle_indices,
-            "num_gpus": 0.2 if use_hybrid else 1, "enable_sleep_mode": vllm_enable_sleep,
-            "agent_func_path": agent_func_path, "remote_rm_url": remote_rm_url,
-            "mm_pad_token_ids": set(),
-            "srt_env": drafter_env(srt), "num_speculative_tokens": srt.max_draft_tokens,
-            "priority": srt.runahead and srt.runahead_priority,
-        }
-        if logprobs_mode:
-            kw.update(logprobs_mode=logprobs_mode, max_logprobs=1)
-        if cpu:
+    def __init__(self, srt: SRTConfig, *, cpu: bool, engine_overrides: dict[str, Any]):
+        self.srt = srt
+        self.cpu = cpu
+        self.engine_overrides = engine_overrides
+        self.started = 0
+        cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(
+            os.cpu_count() or 1)
+        self.cores = sorted(cores)
+
+    def options(self, **opts) -> _Options:
+        if self.cpu:
+            opts.update(num_cpus=1, num_gpus=0)
+        return _Options(self, opts)
+
+    def engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kw = dict(kwargs, srt_env=drafter_env(self.srt),
+                  num_speculative_tokens=self.srt.max_draft_tokens,
+                  priority=self.srt.runahead and self.srt.runahead_priority)
+        if self.cpu:
             from openrlhf_srt.vllm.engine import CPU_MEMORY_FRACTION, cpu_dtype
 
-            cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(
-                os.cpu_count() or 1)
-            cores = sorted(cores)
             kw.update(dtype=cpu_dtype("auto"), enforce_eager=True, num_gpus=0,
                       gpu_memory_utilization=CPU_MEMORY_FRACTION,
-                      cpu_cores=str(cores[i % len(cores)]))
-        kw.update(engine_overrides)
-        opts = {"num_cpus": 1 if cpu else int(tensor_parallel_size == 1),
-                "num_gpus": 0 if cpu else (0.2 if use_hybrid and tensor_parallel_size == 1
-                                           else int(tensor_parallel_size == 1)),
-                "scheduling_strategy": strategy}
-        engines.append(SRTRolloutActor.options(**opts).remote(**kw))
-    if vllm_enable_sleep:
-        ray.get([e.sleep.remote() for e in engines])
-    return engines
+                      cpu_cores=str(self.cores[self.started % len(self.cores)]))
+        kw.update(self.engine_overrides)
+        self.started += 1
+        return kw
+
+
+class _Options:
+    def __init__(self, launcher: SRTActorLauncher, opts: dict[str, Any]):
+        self.launcher, self.opts = launcher, opts
+
+    def remote(self, **kwargs):
+        return SRTRolloutActor.options(**self.opts).remote(**self.launcher.engine_kwargs(kwargs))
+
+
+def create_srt_engines(*args, srt: SRTConfig, cpu: bool | None = None, **kwargs):
+    """OpenRLHF's `create_vllm_engines(*args, **kwargs)` (same arguments, its own code and
+    placement) starting SRT engine actors. Keyword arguments it does not take go to every
+    engine (e.g. max_num_seqs). cpu (None: no GPU in the Ray cluster): engines are placed on
+    CPU bundles of a placement group made here."""
+    import inspect
+
+    from openrlhf.trainer.ray import vllm_engine
+
+    from openrlhf_srt.openrlhf.rebind import rebind
+
+    create = vllm_engine.create_vllm_engines
+    params = inspect.signature(create).parameters
+    engine_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in params}
+    call = inspect.signature(create).bind(*args, **kwargs)
+    call.apply_defaults()
+    cpu = (not ray_has_gpus()) if cpu is None else cpu
+    if call.arguments["max_images_per_prompt"] > 0:
+        raise ValueError("--srt.enable does not support multimodal prompts yet "
+                         "(--data.max_images_per_prompt > 0); use --srt.enable 0")
+    if cpu and call.arguments["shared_pg"] is None:
+        # OpenRLHF's own group asks for GPU bundles; on CPU, one CPU bundle per engine.
+        n = call.arguments["num_engines"] * call.arguments["tensor_parallel_size"]
+        pg = placement_group([{"CPU": 1} for _ in range(n)], strategy="PACK")
+        ray.get(pg.ready())
+        call.arguments["shared_pg"] = pg
+    launcher = SRTActorLauncher(srt, cpu=cpu, engine_overrides=engine_overrides)
+    return rebind(create, {"RolloutRayActor": launcher})(*call.args, **call.kwargs)

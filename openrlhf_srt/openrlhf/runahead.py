@@ -18,6 +18,7 @@ import time
 
 import ray
 
+from openrlhf_srt.openrlhf.engines import episode_prompt_ids
 from openrlhf_srt.openrlhf.routing import home_engine
 from openrlhf_srt.runahead import RunaheadPlanner
 
@@ -30,7 +31,10 @@ class RunaheadMonitor:
         self.la = lookahead
         self.cfg = generator.srt
         self.budget = self.cfg.runahead_budget()
-        n = len(generator.vllm_engines)
+        # the real engines, captured now: during dispatch the generator shows OpenRLHF's
+        # code one engine at a time (samples._DispatchView)
+        self.engines = list(generator.vllm_engines)
+        n = len(self.engines)
         # one planner per engine; a prompt is only ever offered to its home engine's planner
         self.planners = [RunaheadPlanner(self.cfg.bubble_detector(), self.budget)
                          for _ in range(n)]
@@ -52,7 +56,7 @@ class RunaheadMonitor:
                 log.warning("run-ahead poll failed: %s", e)
 
     def poll(self, now: float) -> None:
-        engines = self.gen.vllm_engines
+        engines = self.engines
         loads = ray.get([e.srt_load.remote() for e in engines])
         dispatched = self.gen.dispatched()
         if not self._begun:  # the step starts with the first dispatch
@@ -75,18 +79,14 @@ class RunaheadMonitor:
             # set by the first dispatch, which the step began with
             params = self.gen._sampling_params.clone()
             params.max_tokens = self.cfg.runahead_max_new_tokens
-            ids = [self._tokenize(p) for p in chosen]
+            ids = [episode_prompt_ids(self.gen.tokenizer, p) for p in chosen]
             engines[i].srt_runahead.remote(ids, params, self.budget.samples_per_prompt)
-
-    def _tokenize(self, prompt: str) -> list[int]:
-        # as OpenRLHF's SingleTurnAgentExecutor does, so run-ahead shares the prompt's key
-        return list(self.gen.tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
         now = time.monotonic()
-        aborted = ray.get([e.srt_abort_runahead.remote() for e in self.gen.vllm_engines])
+        aborted = ray.get([e.srt_abort_runahead.remote() for e in self.engines])
         bubble = [plan.end_step(now) for plan in self.planners]
         return {"bubble_seconds": sum(bubble), "bubble_per_engine": bubble,
                 "prompts": sum(plan.prompts for plan in self.planners),

@@ -3,11 +3,11 @@
 `SRTSamplesGenerator` subclasses `openrlhf.trainer.ppo_utils.samples_generator.
 SamplesGenerator` (0.11.2) and overrides three methods:
 
-- `_dispatch_prompts_to_vllm`: the same requests as OpenRLHF (its SamplingParams
-  construction is mirrored line for line), but the engine of each prompt comes from
-  `routing.StickyRouter` (stable home per prompt, bounded per-step load) instead of the
-  least-loaded heap; all n samples of a prompt go to one engine as one
-  `generate_responses` call, as in OpenRLHF.
+- `_dispatch_prompts_to_vllm`: the engine of each prompt comes from `routing.StickyRouter`
+  (stable home per prompt, bounded per-step load) instead of OpenRLHF's least-loaded heap;
+  the requests themselves are made by OpenRLHF's own method, called once per home engine
+  with only that engine visible (all n samples of a prompt go to one engine as one
+  `generate_responses` call, as in OpenRLHF).
 - `generate_samples`: the training dataloader iterator becomes a `LookaheadPrompts`
   (upcoming prompts can be peeked without being consumed; OpenRLHF's
   `_collect_prompt_batch` still pulls the training prompts from it, in order).
@@ -26,7 +26,6 @@ from typing import Any
 
 import ray
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
-from vllm import SamplingParams
 
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.metrics import step_metrics
@@ -74,7 +73,7 @@ class SRTSamplesGenerator(SamplesGenerator):
         self.train_step = 0
         self._step_metrics: dict[str, float] = {}
         self._resume_lookahead: dict | None = None
-        self._sampling_params: SamplingParams | None = None
+        self._sampling_params = None  # vllm.SamplingParams of the step's rollouts
         self._dispatched = [0] * len(self.vllm_engines)
         self.dispatch_log: list[tuple[str, int]] = []  # (prompt, engine) of this step
 
@@ -141,33 +140,31 @@ class SRTSamplesGenerator(SamplesGenerator):
         return m
 
     def _dispatch_prompts_to_vllm(self, prompts, labels, *, images=None, **generate_kwargs):
-        # Mirrors SamplesGenerator._dispatch_prompts_to_vllm of OpenRLHF 0.11.2 except for
-        # the engine choice (StickyRouter instead of the least-loaded heap).
-        sampling_params = SamplingParams(
-            temperature=generate_kwargs.get("temperature", 1.0),
-            top_p=generate_kwargs.get("top_p", 1.0),
-            top_k=generate_kwargs.get("top_k", -1),
-            max_tokens=generate_kwargs.get("max_new_tokens"),
-            min_tokens=generate_kwargs.get("min_new_tokens", 1),
-            skip_special_tokens=generate_kwargs.get("skip_special_tokens", False),
-            logprobs=1 if self.args.algo.advantage.is_correction_level != "off" else None,
-        )
-        self._sampling_params = sampling_params
-        truncate_length = generate_kwargs.get("max_len", 2048)
-        n_samples = generate_kwargs.get("n_samples_per_prompt",
-                                        self.args.rollout.n_samples_per_prompt)
-        engine_indices = self.router.assign(prompts)
-        if images is None:
-            images = [None] * len(prompts)
-        refs = []
-        for prompt, label, img, e in zip(prompts, labels, images, engine_indices):
-            self._dispatched[e] += n_samples
-            self.dispatch_log.append((prompt, e))
-            refs.append(self.vllm_engines[e].generate_responses.remote(
-                prompt=prompt, label=label, sampling_params=sampling_params,
-                max_length=truncate_length, hf_tokenizer=self.tokenizer,
-                num_samples=n_samples, images=img))
+        # OpenRLHF's own dispatch (its SamplingParams, its generate_responses call), run once
+        # per home engine with only that engine visible, so its least-loaded choice is the
+        # sticky router's choice. The engine views record what was sent (run-ahead uses the
+        # step's sampling params; the monitor, the samples sent to each engine).
+        homes = self.router.assign(prompts)
+        engines = self.vllm_engines
+        images = [None] * len(prompts) if images is None else images
+        refs: list = [None] * len(prompts)
+        try:
+            for e in sorted(set(homes)):
+                idx = [i for i, h in enumerate(homes) if h == e]
+                self.vllm_engines = [_DispatchView(engines[e], e, self)]
+                got = super()._dispatch_prompts_to_vllm(
+                    [prompts[i] for i in idx], [labels[i] for i in idx],
+                    images=[images[i] for i in idx], **generate_kwargs)
+                for i, ref in zip(idx, got):
+                    refs[i] = ref
+        finally:
+            self.vllm_engines = engines
         return refs
+
+    def _record_dispatch(self, engine_index: int, request: dict) -> None:
+        self._sampling_params = request["sampling_params"]
+        self._dispatched[engine_index] += request["num_samples"]
+        self.dispatch_log.append((request["prompt"], engine_index))
 
     def dispatched(self) -> list[int]:
         """Rollout samples sent to each engine in the current step so far."""
@@ -197,3 +194,17 @@ class SRTSamplesGenerator(SamplesGenerator):
         ray.get([e.srt_rpc.remote("srt_load", str(d / f"engine{i}.snap"))
                  for i, e in enumerate(self.vllm_engines)])
         return True
+
+
+class _DispatchView:
+    """One engine as OpenRLHF's dispatch sees it: load queries pass through; each
+    `generate_responses.remote(**request)` is recorded on the generator, then sent."""
+
+    def __init__(self, engine, index: int, generator: SRTSamplesGenerator):
+        self._engine, self._index, self._gen = engine, index, generator
+        self.get_num_unfinished_requests = engine.get_num_unfinished_requests
+        self.generate_responses = self
+
+    def remote(self, **request):
+        self._gen._record_dispatch(self._index, request)
+        return self._engine.generate_responses.remote(**request)

@@ -9,8 +9,9 @@ gives the proposer the model runner, whose `input_batch` (`req_ids`, `num_prompt
 `requests` (sampling params) it re-reads every step, since vLLM rebuilds the batch freely.
 
 Per step, for every row of the batch: a request seen for the first time is registered under
-its prompt key (`cache.keys.prompt_key` of its prompt ids), tagged "runahead" when its
-`SamplingParams.extra_args` has `srt_runahead: True` ("rollout" otherwise); all tokens the
+its prompt key (`cache.keys.prompt_key` of its prompt ids, or `extra_args["srt_prompt_key"]`
+when the caller names the tree: later turns of a multi-turn episode), tagged "runahead" when
+its `SamplingParams.extra_args` has `srt_runahead: True` ("rollout" otherwise); all tokens the
 row gained since the proposer last saw it (normally the accepted draft plus one, more if a
 step was skipped) go to the cache in one flat array; the cache appends all of them before it
 drafts, so sibling samples of a prompt see each other's tokens of the same step. Requests that
@@ -43,11 +44,14 @@ from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals
 from openrlhf_srt.drafting.cost_model import StepCostModel
 from openrlhf_srt.vllm.srt_config import CONFIG_ENV, SRTConfig
 
-__all__ = ["CONFIG_ENV", "RUNAHEAD_ARG", "SRTConfig", "SRTProposer"]
+__all__ = ["CONFIG_ENV", "PROMPT_KEY_ARG", "RUNAHEAD_ARG", "SRTConfig", "SRTProposer"]
 
 log = logging.getLogger(__name__)
 
 RUNAHEAD_ARG = "srt_runahead"
+# extra_args key: the per-prompt tree a request belongs to, when it is not its own prompt's
+# (every turn of a multi-turn episode goes to the tree of the episode's first prompt)
+PROMPT_KEY_ARG = "srt_prompt_key"
 
 
 class BatchDraftsLike(Protocol):
@@ -205,9 +209,11 @@ class SRTProposer:
         params = getattr(state, "sampling_params", None)
         extra = getattr(params, "extra_args", None) or {}
         tag = "runahead" if extra.get(RUNAHEAD_ARG) else "rollout"
+        key = extra.get(PROMPT_KEY_ARG)
+        key = prompt_key(prompt) if key is None else int(key)
         seq = self._next_seq
         self._next_seq += 1
-        self.source.add_sequence(seq, prompt_key(prompt), prompt, step=self.train_step, tag=tag)
+        self.source.add_sequence(seq, key, prompt, step=self.train_step, tag=tag)
         self._seq[rid] = seq
         self._seen[rid] = n_prompt
         self.c_requests += 1
