@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -72,7 +73,7 @@ class Recorder:
 class FakeActorGroup:
     """Stand-in for OpenRLHF's RayActorGroup (DeepSpeed actors on GPUs)."""
 
-    made: list = []
+    made: ClassVar[list] = []
 
     def __init__(self, nodes, gpus, actor_cls, **kw):
         self.actor_cls = actor_cls
@@ -91,7 +92,7 @@ class FakeActorGroup:
 class FakeTrainer:
     """Stand-in for the SRTPPOTrainer Ray class: records the constructor arguments."""
 
-    started: list = []
+    started: ClassVar[list] = []
 
     @classmethod
     def remote(cls, *args, **kwargs):
@@ -103,8 +104,8 @@ class FakeTrainer:
 
 
 def test_srt_train_runs_openrlhf_train_with_srt_engines_and_trainer(monkeypatch):
-    import openrlhf_srt.openrlhf.engines as engines
     from openrlhf_srt.cli.train_ppo_ray import parse_args
+    from openrlhf_srt.openrlhf import engines
     from openrlhf_srt.openrlhf.train import srt_train
 
     args, srt, _ = parse_args(["--actor.model_name_or_path", "m", "--vllm.num_engines", "2",

@@ -17,7 +17,8 @@ from __future__ import annotations
 import builtins
 import dis
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class RebindError(RuntimeError):

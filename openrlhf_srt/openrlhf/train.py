@@ -16,7 +16,8 @@ train()'s other branch (PPOTrainerAsync) is never taken here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from openrlhf_srt.config import SRTConfig
 
