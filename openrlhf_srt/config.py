@@ -52,6 +52,9 @@ class SRTConfig:
     runahead_max_tokens: int = 65536  # run-ahead tokens per engine and step
     runahead_max_requests: int = 32  # run-ahead requests in flight per engine
     runahead_priority: bool = True  # vLLM priority scheduling: rollouts before run-ahead
+    # start run-ahead only while the engine's fitted step cost says the extra rows slow the
+    # running step by at most this fraction (inf: no cost check)
+    runahead_max_slowdown: float = 0.1
     snapshot: bool = True  # cache snapshots saved with checkpoints, restored on resume
     verify_cost: float = 0.1  # est. speedup: cost of one verified draft token in decode steps
 
@@ -76,11 +79,12 @@ class SRTConfig:
             "runahead_prompts": (1, None), "runahead_samples": (1, None),
             "runahead_max_new_tokens": (1, None), "runahead_max_tokens": (0, None),
             "runahead_max_requests": (1, None), "verify_cost": (0.0, None),
+            "runahead_max_slowdown": (0.0, None),
         }
         for name, (lo, hi) in ranges.items():
             v = getattr(self, name)
-            if v < lo or (hi is not None and v > hi) or (name != "route_tolerance"
-                                                         and math.isinf(v)):
+            if v < lo or (hi is not None and v > hi) or (
+                    name not in ("route_tolerance", "runahead_max_slowdown") and math.isinf(v)):
                 what = "an integer" if isinstance(lo, int) else "a number"
                 span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
                 bad(name, f"must be {what} {span}", v)
@@ -129,6 +133,13 @@ class SRTConfig:
                               max_requests=self.runahead_max_requests,
                               max_new_tokens=self.runahead_max_new_tokens,
                               samples_per_prompt=self.runahead_samples)
+
+    def runahead_planner(self):
+        """One engine's run-ahead planner: detector, budget and cost check of these flags."""
+        from openrlhf_srt.runahead import RunaheadPlanner
+
+        return RunaheadPlanner(self.bubble_detector(), self.runahead_budget(),
+                               max_slowdown=self.runahead_max_slowdown)
 
     def bubble_detector(self):
         from openrlhf_srt.runahead import BubbleDetector
@@ -186,6 +197,8 @@ def _help(name: str) -> str:
         "runahead_max_tokens": "run-ahead tokens per engine and step",
         "runahead_max_requests": "run-ahead requests in flight per engine",
         "runahead_priority": "vLLM priority scheduling so rollouts preempt run-ahead",
+        "runahead_max_slowdown": "start run-ahead only while the fitted step cost predicts "
+                                 "at most this slowdown of the running step (inf: no check)",
         "snapshot": "save cache snapshots with checkpoints and restore them on resume",
         "verify_cost": "srt/est_speedup: cost of one verified draft token, in decode steps",
     }[name]

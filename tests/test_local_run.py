@@ -70,7 +70,8 @@ def _tiny_config(run_dir, **kw):
 
     srt = SRTConfig(max_draft_tokens=4, runahead_threshold=1.0, runahead_min_seconds=0.0,
                     runahead_min_samples=1, runahead_poll_seconds=0.01, runahead_prompts=2,
-                    runahead_max_new_tokens=16, runahead_max_requests=4)
+                    runahead_max_new_tokens=16, runahead_max_requests=4,
+                    runahead_max_slowdown=float("inf"))  # run ahead despite the CPU's cost
     return TrainConfig(run_dir=run_dir, prompts="builtin:6", steps=3, prompts_per_step=2,
                        samples_per_prompt=2, max_new_tokens=24, micro_batch_size=4,
                        lr=1e-4, save_every=1, wandb=False, tensorboard=False, srt=srt, **kw)

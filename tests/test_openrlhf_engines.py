@@ -75,7 +75,8 @@ def group(embedded_model_path):
     srt = SRTConfig(max_draft_tokens=4, min_prob=0.2, runahead_threshold=0.5,
                     runahead_min_seconds=0.0, runahead_min_samples=1,
                     runahead_poll_seconds=0.25, runahead_prompts=8, runahead_samples=2,
-                    runahead_max_new_tokens=24, runahead_max_tokens=192, cache_bytes=1 << 26)
+                    runahead_max_new_tokens=24, runahead_max_tokens=192, cache_bytes=1 << 26,
+                    runahead_max_slowdown=float("inf"))  # run ahead despite the CPU's cost
     t0 = time.monotonic()
     engines = create_srt_engines(2, 1, embedded_model_path, 0, False, False, True, 512,
                                  srt=srt, cpu=True, max_num_seqs=64)

@@ -230,3 +230,47 @@ def test_select_runahead():
     assert select_runahead(up, 2, skip={"a"}) == ["b", "c"]
     assert select_runahead(up, 3, cached={"b": 10, "c": 2}, saturated=5) == ["a", "c", "d"]
     assert select_runahead(up, 0) == []
+
+
+# ---------------------------------------------------------------- cost check (planner)
+
+def _bubble_planner(max_slowdown):
+    from openrlhf_srt.runahead import RunaheadPlanner
+
+    plan = RunaheadPlanner(BubbleDetector(threshold=0.5, min_seconds=0.0, min_samples=1),
+                           RunaheadBudget(max_tokens=10_000, max_requests=32,
+                                          max_new_tokens=100, samples_per_prompt=2),
+                           max_slowdown=max_slowdown)
+    plan.begin_step(dispatched=16, now=0.0)
+    return plan
+
+
+def test_runahead_only_where_the_step_cost_has_room():
+    from openrlhf_srt.drafting.cost_model import CPU_PRIOR, StepCost
+
+    upcoming = list(range(10))
+    # a GPU-like engine: up to 256 tokens per step cost the same; 2 rollouts left
+    gpu = _bubble_planner(0.1)
+    gpu.set_step_cost({"fixed": 0.02, "per_token": 1e-4, "knee": 256.0})
+    assert gpu.poll(2, 1.0, upcoming, used_tokens=0, in_flight=0) == list(range(10))
+    # this CPU (37 ms + 3.6 ms per token, no knee): two more rows beside two is +16%
+    cpu = _bubble_planner(0.1)
+    cpu.set_step_cost(CPU_PRIOR)
+    assert cpu.affordable_requests(2) == 1 and cpu.poll(2, 1.0, upcoming, used_tokens=0,
+                                                        in_flight=0) == []
+    # ... allowed with a looser bound: 0.4 x 44.2 ms / 3.6 ms = 4.9 rows -> 2 prompts
+    loose = _bubble_planner(0.4)
+    loose.set_step_cost(CPU_PRIOR)
+    assert loose.poll(2, 1.0, upcoming, used_tokens=0, in_flight=0) == [0, 1]
+    # the run-ahead rows already in flight use up that room: none more start
+    assert loose.affordable_requests(2, in_flight=4) == 0
+    assert loose.poll(2, 2.0, upcoming, used_tokens=0, in_flight=4) == []
+    # no cost known, or no bound: only the budget limits
+    free = _bubble_planner(float("inf"))
+    free.set_step_cost(CPU_PRIOR)
+    assert free.affordable_requests(2) is None
+    unknown = _bubble_planner(0.1)
+    assert unknown.affordable_requests(2) is None
+    assert StepCost(**{"fixed": 0.037, "per_token": 0.0036, "knee": 0.0}) == CPU_PRIOR
+    with pytest.raises(ValueError, match="max_slowdown"):
+        _bubble_planner(-0.1)

@@ -4,7 +4,7 @@
 is the trainer's `LookaheadPrompts` over the coming steps' prompts (pool indices), peeked
 without being consumed, so the training order is unchanged by run-ahead. Each step:
 
-    ra.set_step(step_keys, params)       # this step's prompts (never run ahead) and params
+    ra.set_step(step_keys, params, cost) # this step's prompts (never run ahead), params, cost
     drive(llm, requests, ra)             # begin / poll / end, called by drive()
     ra.history[-1]                       # the keys run ahead during the step
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from openrlhf_srt.config import SRTConfig
-from openrlhf_srt.runahead import RUNAHEAD_ARG, RUNAHEAD_PRIORITY, LookaheadPrompts, RunaheadPlanner
+from openrlhf_srt.runahead import RUNAHEAD_ARG, RUNAHEAD_PRIORITY, LookaheadPrompts
 
 
 class LocalRunahead:
@@ -28,16 +28,19 @@ class LocalRunahead:
         self.srt = srt
         self.lookahead = lookahead
         self.prompt_ids = prompt_ids
-        self.planner = RunaheadPlanner(srt.bubble_detector(), srt.runahead_budget())
+        self.planner = srt.runahead_planner()
         self.poll_seconds = srt.runahead_poll_seconds
         self.priority = RUNAHEAD_PRIORITY if srt.runahead_priority else 0
         self.history: list[list[Hashable]] = []  # keys run ahead, one list per step
         self._keys: list[Hashable] = []
         self._params = None
 
-    def set_step(self, step_keys: Sequence[Hashable], rollout_params) -> None:
-        """The coming step's prompts and the rollouts' SamplingParams."""
+    def set_step(self, step_keys: Sequence[Hashable], rollout_params,
+                 step_cost: dict | None = None) -> None:
+        """The coming step's prompts, the rollouts' SamplingParams and the engine's fitted
+        step cost (the drafter's `srt_stats()["step_cost"]`; None: no cost check)."""
         self._keys = list(step_keys)
+        self.planner.set_step_cost(step_cost)
         params = rollout_params.clone()
         params.max_tokens = self.srt.runahead_max_new_tokens
         params.extra_args = {**(params.extra_args or {}), RUNAHEAD_ARG: True}

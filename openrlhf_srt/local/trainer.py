@@ -100,10 +100,13 @@ class LocalTrainer:
             self._ids[index] = render_prompt(self.tokenizer, self.pool[index])
         return self._ids[index]
 
-    def _cache_stats(self) -> dict:
+    def _drafter_stats(self) -> dict:
         from openrlhf_srt.vllm.srt_engine import srt_stats
 
-        return dict(srt_stats(self.llm).get("cache", {}))
+        return srt_stats(self.llm)
+
+    def _cache_stats(self) -> dict:
+        return dict(self._drafter_stats().get("cache", {}))
 
     def _start_engine(self, weights: str):
         cfg, srt = self.cfg, self.cfg.srt
@@ -155,7 +158,8 @@ class LocalTrainer:
             self.llm.collective_rpc("srt_set_step", args=(step,))
         if self.runahead is not None:
             self.runahead.set_step(indices, SamplingParams(temperature=cfg.temperature,
-                                                           top_p=cfg.top_p))
+                                                           top_p=cfg.top_p),
+                                   step_cost=self._drafter_stats().get("step_cost"))
         batch = generate_batch(self.llm, records, prompt_ids, n=cfg.samples_per_prompt,
                                temperature=cfg.temperature, top_p=cfg.top_p,
                                max_new_tokens=cfg.max_new_tokens, runahead=self.runahead)

@@ -20,7 +20,6 @@ import ray
 
 from openrlhf_srt.openrlhf.engines import episode_prompt_ids
 from openrlhf_srt.openrlhf.routing import home_engine
-from openrlhf_srt.runahead import RunaheadPlanner
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,11 @@ class RunaheadMonitor:
         self.engines = list(generator.vllm_engines)
         n = len(self.engines)
         # one planner per engine; a prompt is only ever offered to its home engine's planner
-        self.planners = [RunaheadPlanner(self.cfg.bubble_detector(), self.budget)
-                         for _ in range(n)]
+        self.planners = [self.cfg.runahead_planner() for _ in range(n)]
+        # each engine's fitted step cost (the run-ahead cost check)
+        stats = ray.get([e.srt_rpc.remote("srt_stats") for e in self.engines])
+        for plan, s in zip(self.planners, stats):
+            plan.set_step_cost(s.get("step_cost"))
         self.in_flight = [0] * n
         self.errors: list[str] = []
         self._stop = threading.Event()
