@@ -54,7 +54,7 @@ class SRTConfig:
     runahead_priority: bool = True  # vLLM priority scheduling: rollouts before run-ahead
     # start run-ahead only while the engine's fitted step cost says the extra rows slow the
     # running step by at most this fraction (inf: no cost check)
-    runahead_max_slowdown: float = 0.1
+    runahead_max_slowdown: float = 0.05
     snapshot: bool = True  # cache snapshots saved with checkpoints, restored on resume
     verify_cost: float = 0.1  # est. speedup: cost of one verified draft token in decode steps
 

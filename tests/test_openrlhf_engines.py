@@ -172,6 +172,17 @@ def test_bubble_detection_on_long_tail(run):
     assert run.steps[2].metrics["srt/draft_tokens"] > 0  # epoch 2 drafts from epoch 1
 
 
+def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):
+    """The actor names each episode's tree (srt_prompt_key, as every turn of a multi-turn
+    agent would carry it) with the key run-ahead uses: one tree per (prompt, engine)."""
+    from openrlhf_srt.openrlhf.routing import home_engine
+
+    trees = {(p, e) for st in run.steps for p, e in st.dispatch}
+    trees |= {(p, home_engine(p, 2)) for p in DATASET[4:8]}  # run ahead during step 1
+    cache = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    assert sum(c["prompts"] for c in cache) == len(trees)
+
+
 def test_snapshot_save_and_restore(group, run, tmp_path):
     gen = run.gen
     before = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
