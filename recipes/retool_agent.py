@@ -9,9 +9,9 @@ CPU-time limit and a cap on output size; its stdout/stderr come back to the mode
 RETOOL_MAX_TURNS turns) the episode ends and the reward is the final answer's correctness.
 
 SRT and tool output: each turn is a separate vLLM request whose prompt is the whole
-conversation so far, tool output included. The SRT drafter inserts only the tokens the model
-generates into its trees; tool output is part of the next turn's prompt, so it is matched as
-context but never stored, or drafted, as model output (docs/openrlhf.md).
+conversation so far, tool output included. The SRT drafter files every turn in the tree of
+the episode's prompt, as the first prompt followed by that turn's response: tool output is
+never indexed, so never drafted as model output (docs/openrlhf.md).
 """
 
 from __future__ import annotations

@@ -143,16 +143,24 @@ def test_tokens_flow_into_the_cache_and_drafts_come_back(make):
 
 def test_a_named_tree_key_files_later_turns_with_the_first_prompt(make):
     """A multi-turn episode's second turn (prompt = first prompt + answer + tool output)
-    goes to the tree named in extra_args, not to a tree of its own prompt."""
+    joins the first prompt's tree as a continuation of the first prompt: the tree never
+    indexes the tool output; a later turn whose first turn this engine never saw keeps a
+    tree of its own."""
     p, r = make()
     p.bind(r)
-    first = [1, 2, 3]
+    first, turn2 = [1, 2, 3], [1, 2, 3, 4, 5, 6, 7]
     r.add("turn1", first, key=prompt_key(first))
-    r.add("turn2", first + [4, 5, 6, 7], key=prompt_key(first))
+    r.add("turn2", turn2, key=prompt_key(first))
     r.add("plain", [4, 5, 6, 7])
-    _propose(p, r, [[8], [9], [10]])
-    keys = [a[1] for a in p.source.added]
-    assert keys == [prompt_key(first), prompt_key(first), prompt_key([4, 5, 6, 7])]
+    r.add("orphan", [8, 9, 10], key=prompt_key([8]))
+    _propose(p, r, [[8], [9], [10], [11]])
+    added = [(a[1], list(a[2])) for a in p.source.added]
+    assert added == [(prompt_key(first), first), (prompt_key(first), first),
+                     (prompt_key([4, 5, 6, 7]), [4, 5, 6, 7]),
+                     (prompt_key([8, 9, 10]), [8, 9, 10])]
+    # the turn's own tokens after its (longer) prompt are what the cache receives
+    _, toks, counts, _ = p.source.steps[-1]
+    assert toks == [8, 9, 10, 11] and counts == [1, 1, 1, 1]
 
 
 def test_finished_requests_are_finished_preempted_ones_kept(make):

@@ -9,8 +9,9 @@ gives the proposer the model runner, whose `input_batch` (`req_ids`, `num_prompt
 `requests` (sampling params) it re-reads every step, since vLLM rebuilds the batch freely.
 
 Per step, for every row of the batch: a request seen for the first time is registered under
-its prompt key (`cache.keys.prompt_key` of its prompt ids, or `extra_args["srt_prompt_key"]`
-when the caller names the tree: later turns of a multi-turn episode), tagged "runahead" when
+its prompt key (`cache.keys.prompt_key` of its prompt ids); a later turn of a multi-turn
+episode, whose `extra_args["srt_prompt_key"]` names its first prompt's tree, joins that tree
+as a continuation of the first prompt (see `_tree_of`); tagged "runahead" when
 its `SamplingParams.extra_args` has `srt_runahead: True` ("rollout" otherwise); all tokens the
 row gained since the proposer last saw it (normally the accepted draft plus one, more if a
 step was skipped) go to the cache in one flat array; the cache appends all of them before it
@@ -34,6 +35,7 @@ import dataclasses
 import importlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,6 +54,7 @@ RUNAHEAD_ARG = "srt_runahead"
 # extra_args key: the per-prompt tree a request belongs to, when it is not its own prompt's
 # (every turn of a multi-turn episode goes to the tree of the episode's first prompt)
 PROMPT_KEY_ARG = "srt_prompt_key"
+EPISODE_PROMPTS = 4096  # first prompts remembered for later turns
 
 
 class BatchDraftsLike(Protocol):
@@ -121,6 +124,8 @@ class SRTProposer:
         self._last_end: float | None = None  # when the previous propose returned
         self._last_tokens = 0  # tokens the step after the previous propose processes
         self._next_seq = time.time_ns()  # unique across processes sharing a snapshot
+        # named tree key -> the episode's first prompt (later turns are filed under it)
+        self._episode_prompts: OrderedDict[int, np.ndarray] = OrderedDict()
         self.reset_counters()
 
     # -------------------------------------------------------------------- vLLM hooks
@@ -209,16 +214,37 @@ class SRTProposer:
         params = getattr(state, "sampling_params", None)
         extra = getattr(params, "extra_args", None) or {}
         tag = "runahead" if extra.get(RUNAHEAD_ARG) else "rollout"
-        key = extra.get(PROMPT_KEY_ARG)
-        key = prompt_key(prompt) if key is None else int(key)
+        key, tree_prompt = self._tree_of(prompt, extra.get(PROMPT_KEY_ARG))
         seq = self._next_seq
         self._next_seq += 1
-        self.source.add_sequence(seq, key, prompt, step=self.train_step, tag=tag)
+        self.source.add_sequence(seq, key, tree_prompt, step=self.train_step, tag=tag)
         self._seq[rid] = seq
         self._seen[rid] = n_prompt
         self.c_requests += 1
         self.c_runahead += tag == "runahead"
         return n_prompt
+
+    def _tree_of(self, prompt: np.ndarray, named) -> tuple[int, np.ndarray]:
+        """(tree key, prompt the tree indexes) of a new request. A later turn of an
+        episode (its named key is not its own prompt's) joins the episode's tree as if it
+        continued the first prompt: that tree's text for it is the first prompt + this
+        turn's response, so tool output and earlier turns, which are in this turn's
+        prompt, are never indexed as text that follows the prompt."""
+        own = prompt_key(prompt)
+        if named is None:
+            return own, prompt
+        named = int(named)
+        if named == own:  # a first turn: remember its prompt (bounded, least recent out)
+            self._episode_prompts[named] = prompt
+            self._episode_prompts.move_to_end(named)
+            while len(self._episode_prompts) > EPISODE_PROMPTS:
+                self._episode_prompts.popitem(last=False)
+            return own, prompt
+        first = self._episode_prompts.get(named)
+        if first is None:  # first turn not seen by this engine: a tree of its own
+            return own, prompt
+        self._episode_prompts.move_to_end(named)
+        return named, first
 
     def _finish_gone(self, req_ids) -> None:
         if len(self._seq) <= len(req_ids) and self._seq.keys() <= set(req_ids):
