@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from openrlhf_srt.config import SRTConfig
-from openrlhf_srt.runahead import RUNAHEAD_ARG, RUNAHEAD_PRIORITY, LookaheadPrompts
+from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, LookaheadPrompts, runahead_params
 
 
 class LocalRunahead:
@@ -41,10 +41,7 @@ class LocalRunahead:
         step cost (the drafter's `srt_stats()["step_cost"]`; None: no cost check)."""
         self._keys = list(step_keys)
         self.planner.set_step_cost(step_cost)
-        params = rollout_params.clone()
-        params.max_tokens = self.srt.runahead_max_new_tokens
-        params.extra_args = {**(params.extra_args or {}), RUNAHEAD_ARG: True}
-        self._params = params
+        self._params = runahead_params(rollout_params, self.srt.runahead_max_new_tokens)
 
     # ------------------------------------------------------------------ drive() protocol
     def begin(self, dispatched: int, now: float) -> None:

@@ -31,7 +31,7 @@ from ray.util.placement_group import placement_group
 
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
-from openrlhf_srt.runahead import RUNAHEAD_ARG, RUNAHEAD_PRIORITY
+from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
 
 CONFIG_ENV = "OPENRLHF_SRT_PROPOSER"  # = openrlhf_srt.vllm.srt_config.CONFIG_ENV
 
@@ -102,14 +102,10 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
                            n: int) -> int:
         """Start n run-ahead requests per prompt; returns how many started. Their output
         feeds only the drafter's cache."""
-        from copy import deepcopy
-
         from vllm.inputs import TokensPrompt
         from vllm.utils import random_uuid
 
-        params = deepcopy(sampling_params)
-        params.extra_args = {**(params.extra_args or {}), RUNAHEAD_ARG: True}
-        params.logprobs = None
+        params = runahead_params(sampling_params)
         started = 0
         for ids in prompts_token_ids:
             for _ in range(n):

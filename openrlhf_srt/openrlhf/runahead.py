@@ -3,9 +3,10 @@
 `RunaheadMonitor(generator, lookahead)` runs a thread beside OpenRLHF's generation loop:
 every `--srt.runahead_poll_seconds` it asks each engine for its running rollout requests
 (`srt_load`) and feeds one `RunaheadPlanner` per engine (the rules the local trainer uses:
-bubble detector, `RunaheadBudget`, `select_runahead`) with the upcoming prompts whose home
-is that engine (routing); the prompts it returns get run-ahead requests on that engine. `stop()` ends the
-thread, aborts all run-ahead requests on every engine and returns the step's figures.
+bubble detector, `RunaheadBudget`, cost check, `select_runahead`) with the upcoming prompts
+whose home is that engine (routing); the prompts it returns get run-ahead requests on that
+engine. `stop()` ends the thread, aborts all run-ahead requests on every engine and returns
+the step's figures.
 
 Peeking never consumes: the training loop still draws the same prompts in the same order.
 """
@@ -20,6 +21,7 @@ import ray
 
 from openrlhf_srt.openrlhf.engines import episode_prompt_ids
 from openrlhf_srt.openrlhf.routing import home_engine
+from openrlhf_srt.runahead import runahead_params
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,6 @@ class RunaheadMonitor:
         self.gen = generator
         self.la = lookahead
         self.cfg = generator.srt
-        self.budget = self.cfg.runahead_budget()
         # the real engines, captured now: during dispatch the generator shows OpenRLHF's
         # code one engine at a time (samples._DispatchView)
         self.engines = list(generator.vllm_engines)
@@ -40,7 +41,6 @@ class RunaheadMonitor:
         stats = ray.get([e.srt_rpc.remote("srt_stats") for e in self.engines])
         for plan, s in zip(self.planners, stats):
             plan.set_step_cost(s.get("step_cost"))
-        self.in_flight = [0] * n
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="srt-runahead", daemon=True)
@@ -72,17 +72,15 @@ class RunaheadMonitor:
             det = plan.detector
             if dispatched[i] != det.dispatched:
                 det.add_dispatched(dispatched[i] - det.dispatched)
-            self.in_flight[i] = load["runahead"]
             mine = [p for p in upcoming if home_engine(p, len(engines)) == i]
             chosen = plan.poll(load["rollout"], now, mine, used_tokens=load["runahead_tokens"],
                                in_flight=load["runahead"])
             if not chosen:
                 continue
-            # set by the first dispatch, which the step began with
-            params = self.gen._sampling_params.clone()
-            params.max_tokens = self.cfg.runahead_max_new_tokens
+            # the step's rollout params, set by the first dispatch, which the step began with
+            params = runahead_params(self.gen._sampling_params, self.cfg.runahead_max_new_tokens)
             ids = [episode_prompt_ids(self.gen.tokenizer, p) for p in chosen]
-            engines[i].srt_runahead.remote(ids, params, self.budget.samples_per_prompt)
+            engines[i].srt_runahead.remote(ids, params, plan.budget.samples_per_prompt)
 
     def stop(self) -> dict:
         self._stop.set()
