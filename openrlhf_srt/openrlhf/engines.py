@@ -196,6 +196,7 @@ class SRTActorLauncher:
 
     def __init__(self, srt: SRTConfig, *, cpu: bool, engine_overrides: dict[str, Any]):
         self.srt = srt
+        self.srt_env = drafter_env(srt)  # checked here once, before any engine starts
         self.cpu = cpu
         self.engine_overrides = engine_overrides
         self.started = 0
@@ -209,7 +210,7 @@ class SRTActorLauncher:
         return _Options(self, opts)
 
     def engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kw = dict(kwargs, srt_env=drafter_env(self.srt),
+        kw = dict(kwargs, srt_env=self.srt_env,
                   num_speculative_tokens=self.srt.max_draft_tokens,
                   priority=self.srt.runahead and self.srt.runahead_priority)
         if self.cpu:
@@ -243,9 +244,9 @@ def create_srt_engines(*args, srt: SRTConfig, cpu: bool | None = None, **kwargs)
     from openrlhf_srt.openrlhf.rebind import rebind
 
     create = vllm_engine.create_vllm_engines
-    params = inspect.signature(create).parameters
-    engine_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in params}
-    call = inspect.signature(create).bind(*args, **kwargs)
+    signature = inspect.signature(create)
+    engine_overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in signature.parameters}
+    call = signature.bind(*args, **kwargs)
     call.apply_defaults()
     cpu = (not ray_has_gpus()) if cpu is None else cpu
     if call.arguments["max_images_per_prompt"] > 0:
