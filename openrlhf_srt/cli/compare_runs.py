@@ -54,6 +54,12 @@ def mean_of(rows: list[dict], key: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def generation_totals(rows: list[dict]) -> tuple[float, float]:
+    """(generation seconds, generated tokens) of a whole run."""
+    return (sum(r.get("timing/generation", 0.0) for r in rows),
+            sum(r.get("rollout/tokens", 0.0) for r in rows))
+
+
 def format_table(runs: list[tuple[str, list[dict]]]) -> str:
     width = max(14, *(len(name) + 2 for name, _ in runs))
     lines = [f"{'':<16}" + "".join(f"{name:>{width}}" for name, _ in runs)]
@@ -62,10 +68,9 @@ def format_table(runs: list[tuple[str, list[dict]]]) -> str:
         scale = row[3] if len(row) > 3 else 1.0
         cells = "".join(f"{fmt.format(mean_of(r, key) * scale):>{width}}" for _, r in runs)
         lines.append(f"{label:<16}{cells}")
-    base = sum(r.get("timing/generation", 0.0) for r in runs[0][1])
-    cells = "".join(
-        f"{base / max(sum(r.get('timing/generation', 0.0) for r in rows), 1e-9):>{width - 1}.2f}x"
-        for _, rows in runs)
+    base = generation_totals(runs[0][1])[0]
+    cells = "".join(f"{base / max(generation_totals(rows)[0], 1e-9):>{width - 1}.2f}x"
+                    for _, rows in runs)
     lines.append(f"{'Gen speedup':<16}{cells}")
     lines.append("(means per step; speedup = total generation seconds of the first run / this run's)")
     return "\n".join(lines)

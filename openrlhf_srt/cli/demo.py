@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
-    from openrlhf_srt.cli.compare_runs import format_table, plot
+    from openrlhf_srt.cli.compare_runs import format_table, generation_totals, plot
     from openrlhf_srt.config import SRTConfig
     from openrlhf_srt.local.config import TrainConfig
     from openrlhf_srt.local.trainer import LocalTrainer
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     root = a.runs_root / a.name
     common = {"prompts": a.prompts, "steps": a.steps, "prompts_per_step": a.prompts_per_step,
-                  "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
-                  "temperature": a.temperature, "lr": a.lr, "seed": a.seed, "algo": "grpo"}
+              "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
+              "temperature": a.temperature, "lr": a.lr, "seed": a.seed, "algo": "grpo"}
     print(f"demo: GRPO on the embedded SmolLM2-135M (CPU, float32), {a.steps} steps x "
           f"{a.prompts_per_step} prompts x {a.samples} samples, up to {a.max_new_tokens} "
           f"tokens, temperature {a.temperature}, seed {a.seed}; twice: plain vLLM, then SRT",
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("baseline", read_metrics(root / "baseline")), ("srt", read_metrics(root / "srt"))]
     print()
     print(per_step_table(runs[0][1], runs[1][1]))
-    gen = [sum(r["timing/generation"] for r in rows) for _, rows in runs]
-    toks = [sum(r["rollout/tokens"] for r in rows) for _, rows in runs]
+    gen, toks = zip(*(generation_totals(rows) for _, rows in runs))
     per_tok = [1000 * g / max(t, 1) for g, t in zip(gen, toks)]
     print(f"\ngeneration: baseline {gen[0]:.1f} s for {toks[0]:.0f} tokens, SRT {gen[1]:.1f} s "
           f"for {toks[1]:.0f} tokens -> measured generation speedup "
