@@ -9,10 +9,10 @@ gives the proposer the model runner, whose `input_batch` (`req_ids`, `num_prompt
 `requests` (sampling params) it re-reads every step, since vLLM rebuilds the batch freely.
 
 Per step, for every row of the batch: a request seen for the first time is registered under
-its prompt key (`cache.keys.prompt_key` of its prompt ids); a later turn of a multi-turn
+its prompt key (`cache.keys.prompt_key` of its prompt ids; a later turn of a multi-turn
 episode, whose `extra_args["srt_prompt_key"]` names its first prompt's tree, joins that tree
-as a continuation of the first prompt (see `_tree_of`); tagged "runahead" when
-its `SamplingParams.extra_args` has `srt_runahead: True` ("rollout" otherwise); all tokens the
+as a continuation of the first prompt: `_tree_of`), tagged "runahead" when its
+`SamplingParams.extra_args` has `srt_runahead: True` ("rollout" otherwise); all tokens the
 row gained since the proposer last saw it (normally the accepted draft plus one, more if a
 step was skipped) go to the cache in one flat array; the cache appends all of them before it
 drafts, so sibling samples of a prompt see each other's tokens of the same step. Requests that
