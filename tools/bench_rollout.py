@@ -51,11 +51,11 @@ def run_one(a: argparse.Namespace) -> dict:
     from openrlhf_srt.cli.collect_traces import CollectSettings, choose_prompts
     from openrlhf_srt.data.prompts import render_prompt
     from openrlhf_srt.vllm.engine import start_engine
-    from openrlhf_srt.vllm.spec_metrics import read_spec_counters
+    from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
     from openrlhf_srt.vllm.srt_engine import srt_stats, start_srt_engine
 
     started = time.monotonic()
-    common = dict(seed=a.seed, max_model_len=a.max_tokens + 512, disable_log_stats=False)
+    common = {"seed": a.seed, "max_model_len": a.max_tokens + 512, "disable_log_stats": False}
     if a.method == "srt":
         llm = start_srt_engine(None, srt={"budget": a.srt_budget},
                                num_speculative_tokens=a.k, **common)
@@ -80,8 +80,8 @@ def run_one(a: argparse.Namespace) -> dict:
         row = {"step": step, "seconds": seconds, "tokens": tokens,
                "longest": max(lengths), "drafts": c.drafts, "draft_tokens": c.draft_tokens,
                "accepted": c.accepted_tokens,
-               "tokens_per_verify": tokens / max(tokens - c.accepted_tokens, 1),
-               "acceptance_rate": c.accepted_tokens / c.draft_tokens if c.draft_tokens else 0.0}
+               "tokens_per_verify": tokens_per_step(tokens, c.accepted_tokens),
+               "acceptance_rate": acceptance_rate(c)}
         if a.method == "srt":
             s = srt_stats(llm)
             engine = s["propose_seconds"] + s["observed_step_seconds"]
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
                    str(temp), "--prompts", str(a.prompts), "--samples", str(a.samples),
                    "--steps", str(a.steps), "--max-tokens", str(a.max_tokens), "--k", str(a.k),
                    "--srt-budget", a.srt_budget, "--seed", str(a.seed)]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True,
+            proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR"})
             if proc.returncode != 0:
                 print(f"bench_rollout: {method} at T={temp} failed (exit {proc.returncode})",
