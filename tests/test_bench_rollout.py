@@ -22,7 +22,8 @@ def bench():
 def _run(method, temp, steps):
     return {"method": method, "temperature": temp, "engine_start_seconds": 1.0,
             "steps": [{"step": i, "seconds": s, "tokens": t, "tokens_per_verify": v,
-                       "acceptance_rate": 0.5, "drafter_share": 0.01}
+                       "acceptance_rate": 0.5, "drafter_share": 0.01,
+                       "step_cost": {"fixed": 0.0625, "per_token": 0.0017, "knee": 2.0}}
                       for i, (s, t, v) in enumerate(steps)]}
 
 
@@ -50,6 +51,7 @@ def test_report_and_plot(bench, tmp_path, capsys):
     bench.print_report(RESULTS)
     out = capsys.readouterr().out
     assert "T=0.6 srt" in out and "speedup 1.531x" in out
+    assert "fitted step cost after each step: 62 ms + 1.70 ms/token beyond 2; 62 ms" in out
     bench.plot(RESULTS, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 10_000
 

@@ -15,7 +15,8 @@ step (vLLM's spec-decode counters: generated / (generated - accepted)), acceptan
 the ratio of generation time per generated token to no speculation's (sampled responses
 differ in length between runs, so time per token is the fair unit; the ratio of plain
 generation seconds is printed too). For SRT also the drafter's share of engine time
-(propose time / (propose time + time between propose calls)). Writes <out>/results.json
+(propose time / (propose time + time between propose calls)) and the step cost the drafter
+fitted (drafting.cost_model: fixed + per token beyond a knee). Writes <out>/results.json
 and <out>/bench_rollout.png.
 """
 
@@ -144,6 +145,9 @@ def print_report(results: list[dict]) -> None:
             share = [s["drafter_share"] for s in r["steps"]]
             print(f"  T={r['temperature']} srt drafter share of engine time per step: "
                   + " ".join(f"{x:.1%}" for x in share))
+            print(f"  T={r['temperature']} srt fitted step cost after each step: " + "; ".join(
+                f"{1000 * c['fixed']:.0f} ms + {1000 * c['per_token']:.2f} ms/token beyond "
+                f"{c['knee']:.0f}" for c in (s["step_cost"] for s in r["steps"])))
 
 
 def plot(results: list[dict], path: Path) -> None:
