@@ -17,6 +17,17 @@ from openrlhf_srt.vllm.engine import stop_engine
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+@pytest.fixture(params=["0", "1"], ids=["cpu_fp32", "cpu_bf16"])
+def cpu_bf16(request, monkeypatch) -> bool:
+    """Run a test as both kinds of CPU would (OPENRLHF_SRT_CPU_BF16=0, then =1), whatever
+    this machine's flags: a branch that only one kind of CPU takes is tested on every CPU.
+    The value: whether this run acts as a CPU with native bf16."""
+    from openrlhf_srt.vllm.engine import CPU_BF16_ENV
+
+    monkeypatch.setenv(CPU_BF16_ENV, request.param)
+    return request.param == "1"
+
+
 @pytest.fixture(scope="session")
 def embedded_model_path() -> str:
     from openrlhf_srt.models.embedded import ensure_embedded_model

@@ -77,18 +77,41 @@ def test_greedy_tokens_match_transformers(float32_engine, embedded_model_path, g
         assert list(out.outputs[0].token_ids) == ref, tokenizer.decode(ref)
 
 
-def test_cpu_dtype_auto_follows_native_bf16(embedded_model_path):
+def test_native_bf16_flags_are_read_from_cpuinfo():
     from openrlhf_srt.vllm import engine
 
     avx2 = "processor : 0\nflags\t\t: fpu sse avx2 fma\n"
     amx = "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n"
-    assert not engine.cpu_has_native_bf16(avx2)
-    assert engine.cpu_has_native_bf16(amx)
-    assert engine.cpu_dtype("bfloat16") == "bfloat16"  # an explicit dtype is kept
-    expected = "auto" if engine.cpu_has_native_bf16() else "float32"
+    assert engine.native_bf16_flags(avx2) == []
+    assert engine.native_bf16_flags(amx) == ["avx512_bf16", "amx_bf16"]
+    assert engine.native_bf16_flags("no flags line\n") == []
+
+
+def test_cpu_dtype_auto_follows_the_bf16_switch(cpu_bf16, embedded_model_path):
+    from openrlhf_srt.vllm import engine
+
+    assert engine.cpu_has_native_bf16() is cpu_bf16
+    expected = "bfloat16" if cpu_bf16 else "float32"
     assert engine.cpu_dtype("auto") == expected
+    assert engine.cpu_dtype("bfloat16") == "bfloat16"  # an explicit dtype is kept
+    assert engine.cpu_dtype("float32") == "float32"
     kw = engine.engine_kwargs(embedded_model_path, cpu=True)
     assert kw["dtype"] == expected and kw["enforce_eager"]
+    assert engine.engine_kwargs(embedded_model_path, cpu=False)["dtype"] == "auto"  # GPU: vLLM's
+
+
+def test_cpu_bf16_switch_unset_detects_and_bad_values_are_named(monkeypatch):
+    from openrlhf_srt.vllm import engine
+
+    monkeypatch.delenv(engine.CPU_BF16_ENV, raising=False)
+    native, why = engine.cpu_bf16_decision()
+    assert native is bool(engine.native_bf16_flags())
+    assert ("the CPU has" in why) and engine.CPU_BF16_ENV not in why
+    monkeypatch.setenv(engine.CPU_BF16_ENV, "")
+    assert engine.cpu_bf16_decision() == (native, why)
+    monkeypatch.setenv(engine.CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match="OPENRLHF_SRT_CPU_BF16 must be 1.*'yes'"):
+        engine.cpu_has_native_bf16()
 
 
 def test_environment_restores_variables(monkeypatch):

@@ -77,7 +77,9 @@ def _tiny_config(run_dir, **kw):
                        lr=1e-4, save_every=1, wandb=False, tensorboard=False, srt=srt, **kw)
 
 
-def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_path):
+def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_path, cpu_bf16):
+    """Run as both kinds of CPU (cpu_bf16): the engine runs bfloat16 or float32 and the
+    trainer autocasts or not, so the weight push and the restore are tested in both."""
     import torch
 
     from openrlhf_srt.local.trainer import LocalTrainer, prompt_indices
@@ -86,6 +88,8 @@ def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_p
     cfg = _tiny_config(tmp_path / "run")
     first = LocalTrainer(cfg)
     try:
+        engine_dtype = first.llm.llm_engine.vllm_config.model_config.dtype
+        assert engine_dtype == (torch.bfloat16 if cpu_bf16 else torch.float32)
         first.run(stop_at=2)  # interrupted after step 1 (checkpoint at next_step 2)
         cache_before = first._cache_stats()
         weights = {k: v.clone() for k, v in first.model.state_dict().items()}

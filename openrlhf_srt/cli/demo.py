@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from openrlhf_srt.cli.compare_runs import format_table, generation_totals, plot
     from openrlhf_srt.config import SRTConfig
     from openrlhf_srt.local.config import TrainConfig
+    from openrlhf_srt.local.policy import cpu_precision
     from openrlhf_srt.local.trainer import LocalTrainer
     from openrlhf_srt.metrics import read_metrics
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"prompts": a.prompts, "steps": a.steps, "prompts_per_step": a.prompts_per_step,
               "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
               "temperature": a.temperature, "lr": a.lr, "seed": a.seed, "algo": "grpo"}
-    print(f"demo: GRPO on the embedded SmolLM2-135M (CPU, float32), {a.steps} steps x "
+    print(f"demo: GRPO on the embedded SmolLM2-135M (CPU: {cpu_precision()}), {a.steps} steps x "
           f"{a.prompts_per_step} prompts x {a.samples} samples, up to {a.max_new_tokens} "
           f"tokens, temperature {a.temperature}, seed {a.seed}; twice: plain vLLM, then SRT",
           flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from openrlhf_srt.local.algorithms import policy_loss
-from openrlhf_srt.vllm.engine import cpu_has_native_bf16
+from openrlhf_srt.vllm.engine import cpu_bf16_decision, cpu_dtype, cpu_has_native_bf16
 
 
 def _left_padded(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
@@ -17,6 +17,15 @@ def _left_padded(prompts: list[list[int]], responses: list[list[int]], pad_id: i
         ids[i, width - len(s):] = torch.tensor(s)
         attn[i, width - len(s):] = 1
     return ids, attn
+
+
+def cpu_precision(engine_dtype: str = "auto") -> str:
+    """What a CPU run computes in, and why: the engines' dtype and the trainer's (float32
+    weights, bf16 autocast of the forward pass where the CPU has native bf16)."""
+    native, why = cpu_bf16_decision()
+    engine = cpu_dtype(engine_dtype)
+    train = "float32 weights, bf16 autocast" if native else "float32"
+    return f"engines {engine}, training {train} ({why})"
 
 
 def response_logprobs(model, prompts, responses, pad_id: int, autocast: bool | None = None):

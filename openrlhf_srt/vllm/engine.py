@@ -5,9 +5,9 @@ and a fixed KV-cache size (the default 0.92 fraction fails when anything else ho
 memory), Intel OpenMP preloaded into the worker processes, which vLLM wants for
 speculative decoding, and two settings measured on a 2-core AVX2 machine (SmolLM2-135M,
 64 sequences, docs/vllm.md):
-- dtype "auto" means float32 on a CPU without native bf16 (no avx512_bf16 / amx_bf16 flag):
-  there vLLM's oneDNN bf16 linear falls back to an emulated path, 23 tok/s against 134 tok/s
-  in float32;
+- dtype "auto" means float32 on a CPU without native bf16 (no avx512_bf16 / amx_bf16 flag,
+  or OPENRLHF_SRT_CPU_BF16=0), where vLLM's oneDNN bf16 linear falls back to an emulated
+  path several times slower than float32, and bfloat16 on one with it;
 - the worker's OpenMP threads are bound to every core (vLLM's default keeps one core for
   the front end and binds the worker to the rest: one core of two), 239 tok/s against 134.
   Engines sharing a machine pass disjoint `cpu_cores` ("0", "1", ...). vLLM starts its workers with `spawn`, so every script that calls
@@ -77,25 +77,53 @@ def intel_openmp_path() -> Path | None:
     return None
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX)."""
+# The one switch over the CPU precision branch (docs/setup.md): "1" treats the CPU as having
+# native bf16, "0" as not, unset detects from /proc/cpuinfo. Both the engines' dtype "auto"
+# and the local trainer's autocast follow cpu_has_native_bf16(), so forcing it tests the
+# branch another kind of CPU takes.
+CPU_BF16_ENV = "OPENRLHF_SRT_CPU_BF16"
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The native-bf16 flags (AVX512-BF16, AMX) in `cpuinfo` (default: /proc/cpuinfo)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
-    flags = set()
+            return []
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in NATIVE_BF16_FLAGS if f in flags]
+    return []
+
+
+def cpu_bf16_decision() -> tuple[bool, str]:
+    """(native bf16?, why): OPENRLHF_SRT_CPU_BF16 when set, else the CPU's flags."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"{CPU_BF16_ENV}={forced}"
+    if forced:
+        raise ValueError(f"{CPU_BF16_ENV} must be 1 (native bf16), 0 (no native bf16) or "
+                         f"unset (detect), got {forced!r}")
+    flags = native_bf16_flags()
+    if flags:
+        return True, f"the CPU has {'/'.join(flags)}"
+    return False, f"the CPU has no {'/'.join(NATIVE_BF16_FLAGS)}"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when bf16 matrix products run in hardware (AVX512-BF16 or AMX), or when
+    OPENRLHF_SRT_CPU_BF16=1 says to act as if they do; the one place that decides."""
+    return cpu_bf16_decision()[0]
 
 
 def cpu_dtype(dtype: str) -> str:
-    """The dtype a CPU engine runs in: "auto" resolves to float32 without native bf16."""
-    if dtype == "auto" and not cpu_has_native_bf16():
-        return "float32"
+    """The dtype a CPU engine runs in: "auto" is bfloat16 with native bf16 and float32
+    without (emulated bf16 is several times slower); an explicit dtype is kept."""
+    if dtype == "auto":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
     return dtype
 
 
