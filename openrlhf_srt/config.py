@@ -1,10 +1,14 @@
-"""The `--srt.*` settings of `python -m openrlhf_srt.cli.train_ppo_ray`, validated at start.
+"""The `--srt.*` settings of both entry points (`train_ppo_ray`, `train_local`), validated at
+start.
 
     parser = argparse.ArgumentParser(); add_srt_arguments(parser)
     cfg = SRTConfig.from_args(parser.parse_args())    # flat or hierarchized namespace
-    cfg.to_env()        # JSON for OPENRLHF_SRT_PROPOSER (the drafter inside each engine)
+    cfg.engine_args()   # vLLM engine arguments carrying the drafter's part to every worker
 
-An invalid value raises `SRTConfigError` (a ValueError) naming the flag:
+`SRTConfig` extends the drafter's settings (`openrlhf_srt.vllm.srt_config.DrafterConfig`: the
+tree cache, the draft budget, `max_draft_tokens`) with routing, run-ahead and snapshots; each
+setting is defined once, with its default and its range check. An invalid value raises
+`SRTConfigError` (a ValueError) naming the flag:
 `--srt.max_draft_tokens must be an integer in [1, 128], got 0`. Unknown `--srt.*` flags are
 rejected by argparse ("unrecognized arguments"). Pure Python: imports neither torch nor
 vLLM. Flag meanings: docs/openrlhf.md.
@@ -13,7 +17,6 @@ vLLM. Flag meanings: docs/openrlhf.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, fields
@@ -21,24 +24,14 @@ from typing import Any
 
 from openrlhf_srt.cache.config import RULES as CACHE_RULES
 from openrlhf_srt.drafting.budget import BUDGET_RULES
+from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError, check_types
 
-MIN_CACHE_BYTES = 64 * 1024
-MAX_DRAFT_TOKENS = 128  # vLLM's limit on num_speculative_tokens
-
-
-class SRTConfigError(ValueError):
-    """An invalid --srt.* value; the message starts with the flag."""
+__all__ = ["SRTConfig", "SRTConfigError", "add_srt_arguments", "parse_bool", "parse_bytes"]
 
 
 @dataclass(frozen=True)
-class SRTConfig:
+class SRTConfig(DrafterConfig):
     enable: bool = True  # False: OpenRLHF's own engines and dispatch, unchanged
-    max_depth: int = 32  # longest token string a prompt's tree indexes
-    budget: str = "goodput"  # draft length rule: goodput | length_aware | fixed
-    max_draft_tokens: int = 8  # vLLM num_speculative_tokens: cap per sequence and step
-    min_prob: float = 0.1  # drafting stops below this path probability
-    cache_rule: str = "merge"  # per-prompt / global tree combination (docs/cache.md)
-    cache_bytes: int = 1 << 30  # tree cache memory per engine
     window_steps: int = 0  # keep sequences of the last N training steps (0: all)
     route_tolerance: float = 0.25  # per-step engine load <= ceil((1+tol) * mean); inf: never spill
     runahead: bool = True
@@ -59,21 +52,13 @@ class SRTConfig:
     verify_cost: float = 0.1  # est. speedup: cost of one verified draft token in decode steps
 
     def __post_init__(self) -> None:
+        check_types(self)
+        super().__post_init__()  # the drafter's settings
+
         def bad(name: str, why: str, value: Any) -> None:
             raise SRTConfigError(f"--srt.{name} {why}, got {value!r}")
 
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(v, bool):
-                bad(f.name, "must be true or false", v)
-            if f.type == "int" and (not isinstance(v, int) or isinstance(v, bool)):
-                bad(f.name, "must be an integer", v)
-            if f.type == "float" and (not isinstance(v, (int, float)) or isinstance(v, bool)
-                                      or math.isnan(v)):
-                bad(f.name, "must be a number", v)
         ranges = {  # name: (lo, hi), inclusive
-            "max_depth": (2, 255), "max_draft_tokens": (1, MAX_DRAFT_TOKENS),
-            "min_prob": (0.0, 1.0), "cache_bytes": (MIN_CACHE_BYTES, (1 << 63) - 1),
             "window_steps": (0, None), "route_tolerance": (0.0, None),
             "runahead_min_seconds": (0.0, None), "runahead_min_samples": (1, None),
             "runahead_prompts": (1, None), "runahead_samples": (1, None),
@@ -92,10 +77,6 @@ class SRTConfig:
             bad("runahead_threshold", "must be a fraction in (0, 1]", self.runahead_threshold)
         if not 0.0 < self.runahead_poll_seconds <= 60.0:
             bad("runahead_poll_seconds", "must be in (0, 60]", self.runahead_poll_seconds)
-        if self.budget not in BUDGET_RULES:
-            bad("budget", f"must be one of {', '.join(BUDGET_RULES)}", self.budget)
-        if self.cache_rule not in CACHE_RULES:
-            bad("cache_rule", f"must be one of {', '.join(CACHE_RULES)}", self.cache_rule)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -116,16 +97,6 @@ class SRTConfig:
         return cls(**values)
 
     # ------------------------------------------------------------------ derived settings
-    def proposer_settings(self) -> dict[str, Any]:
-        """Fields of the drafter's settings (openrlhf_srt.vllm.srt_config.SRTConfig)."""
-        return {"max_depth": self.max_depth, "byte_budget": self.cache_bytes,
-                "rule": self.cache_rule, "min_prob": float(self.min_prob),
-                "budget": self.budget}
-
-    def to_env(self) -> str:
-        """Value of OPENRLHF_SRT_PROPOSER for the engines' worker processes."""
-        return json.dumps(self.proposer_settings(), sort_keys=True)
-
     def runahead_budget(self):
         from openrlhf_srt.runahead import RunaheadBudget
 
@@ -180,6 +151,9 @@ def _help(name: str) -> str:
         "max_depth": "tree depth: longest token string indexed per prompt (2-255)",
         "budget": "draft length rule per sequence and step",
         "max_draft_tokens": "vLLM num_speculative_tokens: largest draft per step (1-128)",
+        "global_weight": "weight of the global tree's counts under cache_rule merge (>= 0)",
+        "length_aware_full_at": "budget length_aware: response length given the full draft",
+        "length_aware_min": "budget length_aware: draft length of a sequence just started",
         "min_prob": "stop drafting below this path probability (0-1)",
         "cache_rule": "per-prompt / global tree combination",
         "cache_bytes": "tree cache memory per engine (e.g. 4G); LRU prompts evicted beyond",
@@ -209,6 +183,8 @@ def add_srt_arguments(parser: argparse.ArgumentParser) -> None:
     args.srt.<field>)."""
     group = parser.add_argument_group("SRT (openrlhf-srt)")
     for f in fields(SRTConfig):
+        if not f.metadata.get("flag", True):
+            continue
         default = f.default
         kw: dict[str, Any] = {"default": default, "help": f"{_help(f.name)} (default {default})"}
         if f.type == "bool":

@@ -63,8 +63,9 @@ def srt_float32_engine(embedded_model_path):
     from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
     llm = start_srt_engine(
-        embedded_model_path, srt={"min_prob": 0.2, "budget": "fixed"},
-        num_speculative_tokens=EXACTNESS_NUM_SPEC_TOKENS, dtype="float32",
+        embedded_model_path, srt={"min_prob": 0.2, "budget": "fixed",
+                                  "max_draft_tokens": EXACTNESS_NUM_SPEC_TOKENS},
+        dtype="float32",
         max_model_len=1024, seed=1, logprobs_mode="processed_logprobs",
     )
     yield llm

@@ -16,7 +16,7 @@ def srt_priority_engine(embedded_model_path):
     """SRT engine with priority scheduling, as the local trainer starts it for run-ahead."""
     from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
-    llm = start_srt_engine(embedded_model_path, srt={"min_prob": 0.1}, num_speculative_tokens=4,
+    llm = start_srt_engine(embedded_model_path, srt={"min_prob": 0.1, "max_draft_tokens": 4},
                            max_model_len=1024, seed=0, scheduling_policy="priority",
                            max_num_seqs=32)
     yield llm

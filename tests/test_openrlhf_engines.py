@@ -143,6 +143,7 @@ def test_no_runahead_leakage(run):
 
 
 def test_routing_sticky_and_bounded(group, run):
+    from openrlhf_srt.cache.keys import prompt_key
     from openrlhf_srt.openrlhf.routing import home_engine
 
     engine_of = {}
@@ -156,8 +157,9 @@ def test_routing_sticky_and_bounded(group, run):
     # the engines' own record: every sample of a prompt was generated on its engine
     for prompt, e in engine_of.items():
         times = sum(1 for st in run.steps for p, _ in st.dispatch if p == prompt)
-        assert run.counts[e].get(ids(group, prompt), 0) == N_SAMPLES * times
-        assert run.counts[1 - e].get(ids(group, prompt), 0) == 0
+        key = prompt_key(ids(group, prompt))
+        assert run.counts[e].get(key, 0) == N_SAMPLES * times
+        assert run.counts[1 - e].get(key, 0) == 0
 
 
 def test_bubble_detection_on_long_tail(run):

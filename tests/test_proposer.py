@@ -11,6 +11,7 @@ import pytest
 
 from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.vllm import proposer as prop
+from openrlhf_srt.vllm.srt_config import PROPOSER_CLASS, DrafterConfig
 
 K, MAX_LEN = 3, 32
 
@@ -77,16 +78,22 @@ class FakeRunner:
             del self.requests[rid]
 
 
+def vllm_config(settings: dict | None, k: int = K):
+    """The parts of vLLM's VllmConfig the proposer reads."""
+    extra = {} if settings is None else DrafterConfig.from_dict(settings).engine_args()[
+        "additional_config"]
+    return SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=k),
+                           model_config=SimpleNamespace(max_model_len=MAX_LEN),
+                           additional_config=extra)
+
+
 @pytest.fixture
 def make(monkeypatch):
     monkeypatch.setattr("openrlhf_srt.vllm.cpu_kernels.install_cpu_kernel_fixes", lambda: False)
-    vcfg = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=K),
-                           model_config=SimpleNamespace(max_model_len=MAX_LEN))
 
     def build(cfg=None):
         cfg = dict(cfg or {"source": f"{__name__}:RecordingSource", "budget": "fixed"})
-        monkeypatch.setenv(prop.CONFIG_ENV, json.dumps(cfg))
-        p = prop.SRTProposer(vcfg)
+        p = prop.SRTProposer(vllm_config({"max_draft_tokens": K, **cfg}))
         r = FakeRunner()
         return p, r
 
@@ -97,16 +104,95 @@ def _propose(p, r, sampled):
     return p.propose(r.sample(sampled), r.n, r.tokens)
 
 
-def test_config_is_validated():
-    assert prop.SRTConfig.from_dict({"min_prob": 0.3}).min_prob == 0.3
-    with pytest.raises(ValueError, match="unknown SRT config keys"):
-        prop.SRTConfig.from_dict({"min_porb": 0.3})
-    with pytest.raises(ValueError, match="min_prob"):
-        prop.SRTConfig(min_prob=2.0)
-    with pytest.raises(ValueError, match="integer"):
-        prop.SRTConfig(max_depth="32")
-    cfg = prop.SRTConfig(max_depth=16, rule="prompt")
-    assert prop.SRTConfig.from_dict(json.loads(cfg.to_env())) == cfg
+def test_config_is_validated_and_travels_in_the_engine_config():
+    assert DrafterConfig.from_dict({"min_prob": 0.3}).min_prob == 0.3
+    with pytest.raises(ValueError, match="--srt.min_porb is not a drafter setting"):
+        DrafterConfig.from_dict({"min_porb": 0.3})
+    with pytest.raises(ValueError, match="--srt.min_prob must be a number in"):
+        DrafterConfig(min_prob=2.0)
+    with pytest.raises(ValueError, match="--srt.max_depth must be an integer"):
+        DrafterConfig(max_depth="32")
+    cfg = DrafterConfig(max_depth=16, cache_rule="prompt", max_draft_tokens=5)
+    args = cfg.engine_args({"other": 1})
+    assert args["speculative_config"] == {"method": "custom_class", "model": PROPOSER_CLASS,
+                                          "num_speculative_tokens": 5}
+    assert args["additional_config"]["other"] == 1  # a caller's own entries are kept
+    json.dumps(args["additional_config"])  # vLLM hashes it as JSON
+    assert DrafterConfig.from_vllm_config(SimpleNamespace(**args)) == cfg
+    assert DrafterConfig.from_vllm_config(SimpleNamespace(additional_config={})) is None
+
+
+def test_proposer_takes_its_settings_from_the_engine_config(monkeypatch, caplog):
+    monkeypatch.setattr("openrlhf_srt.vllm.cpu_kernels.install_cpu_kernel_fixes", lambda: False)
+    p = prop.SRTProposer(vllm_config({"max_depth": 12, "cache_bytes": 1 << 20,
+                                      "min_prob": 0.4, "max_draft_tokens": K}))
+    assert (p.config.max_depth, p.config.min_prob) == (12, 0.4)
+    assert p.stats()["cache"]["byte_budget"] == 1 << 20
+    assert p.stats()["settings"]["max_depth"] == 12
+    with pytest.raises(ValueError, match="max_draft_tokens 8 differs from the engine's "
+                                         "num_speculative_tokens 3"):
+        prop.SRTProposer(vllm_config({"max_draft_tokens": 8}))
+    # an engine started without our settings: defaults, said once in the log
+    p = prop.SRTProposer(vllm_config(None, k=6))
+    assert p.config == DrafterConfig(max_draft_tokens=6)
+    assert "no SRT settings" in caplog.text
+
+
+def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
+    """Under tensor parallelism vLLM uses one rank's drafts: the others hold no cache (the
+    byte budget is paid once) and their RPCs answer None."""
+    from openrlhf_srt.vllm.srt_engine import owner_result
+    from openrlhf_srt.vllm.worker_extension import SRTWorkerExtension
+
+    owner, o_runner = make()
+    monkeypatch.setattr(prop, "is_cache_owner", lambda: False)
+    other, r_runner = make()
+    assert owner.owner and owner.source is not None
+    assert not other.owner and other.source is None
+    for p, r in ((owner, o_runner), (other, r_runner)):
+        p.bind(r)
+        r.add("a", [10, 11, 12, 13, 10, 11])
+    assert _propose(owner, o_runner, [[12]]) == [[13, 10, 11]]
+    assert _propose(other, r_runner, [[12]]) == [[]]
+
+    def worker(p):
+        w = SRTWorkerExtension()
+        w.model_runner = SimpleNamespace(drafter=p)
+        return w
+
+    workers = [worker(owner), worker(other)]
+    stats = [w.srt_stats() for w in workers]
+    assert stats[1] is None and owner_result(stats)["settings"]["budget"] == "fixed"
+    assert [w.srt_set_step(3) for w in workers] == [True, None]
+    with pytest.raises(Exception, match="expected one SRT cache owner"):
+        owner_result([None, None])
+
+
+def test_settings_survive_the_path_of_vllms_ray_executor(tmp_path):
+    """vLLM's Ray executor hands workers the pickled VllmConfig and copies only some
+    environment variables: the settings must arrive through the config alone."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+    from vllm.config import VllmConfig
+    from vllm.ray.ray_env import get_env_vars_to_copy
+
+    cfg = DrafterConfig(max_depth=20, cache_bytes=3 << 20, min_prob=0.35, budget="fixed",
+                        max_draft_tokens=6)
+    vcfg = VllmConfig(additional_config=cfg.engine_args()["additional_config"])
+    (tmp_path / "config.pkl").write_bytes(cloudpickle.dumps(vcfg))
+    import os
+
+    env = {k: os.environ[k] for k in get_env_vars_to_copy() if k in os.environ}
+    assert not any(k.startswith("OPENRLHF_SRT") for k in env)
+    env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=os.pathsep.join(sys.path))
+    code = ("import pickle, sys, json; from openrlhf_srt.vllm.srt_config import DrafterConfig;"
+            "c = pickle.load(open(sys.argv[1], 'rb'));"
+            "print(json.dumps(DrafterConfig.from_vllm_config(c).to_dict()))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "config.pkl")], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == cfg.to_dict()
 
 
 def test_unbound_proposer_drafts_nothing(make):
@@ -217,6 +303,10 @@ def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path):
     run = SamplingParams(temperature=1.0, max_tokens=8, extra_args={prop.RUNAHEAD_ARG: True})
     llm.generate([prompt] * 2, run, use_tqdm=False)
     s = srt_stats(llm)
+    # the worker-side proposer holds the non-default settings the engine was started with
+    # (conftest's srt_float32_engine: min_prob 0.2, budget fixed, 4 draft tokens)
+    assert s["settings"] == DrafterConfig(min_prob=0.2, budget="fixed",
+                                          max_draft_tokens=4).to_dict()
     assert s["bound"] and s["requests"] == 6 and s["runahead_requests"] == 2
     assert s["accepted_tokens"] == _accepted_metric(llm) - before  # agrees with vLLM
     nodes = s["cache"]["nodes"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 
@@ -30,8 +29,10 @@ def test_defaults_and_values():
     (["--srt.max_draft_tokens", "0"], "--srt.max_draft_tokens must be an integer in [1, 128]"),
     (["--srt.max_draft_tokens", "129"], "--srt.max_draft_tokens must be an integer in [1, 128]"),
     (["--srt.max_depth", "300"], "--srt.max_depth must be an integer in [2, 255]"),
-    (["--srt.min_prob", "1.5"], "--srt.min_prob must be a number in [0.0, 1.0]"),
-    (["--srt.cache_bytes", "1k"], "--srt.cache_bytes must be an integer in [65536"),
+    (["--srt.min_prob", "1.5"], "--srt.min_prob must be a number in [0, 1]"),
+    (["--srt.cache_bytes", "1k"], "--srt.cache_bytes must be an integer >= 65536"),
+    (["--srt.length_aware_min", "9"], "--srt.length_aware_min must be an integer in [0, "),
+    (["--srt.global_weight", "-1"], "--srt.global_weight must be a number >= 0"),
     (["--srt.runahead_threshold", "0"], "--srt.runahead_threshold must be a fraction"),
     (["--srt.window_steps", "-1"], "--srt.window_steps must be an integer >= 0"),
     (["--srt.runahead_min_seconds", "inf"], "--srt.runahead_min_seconds must be a number"),
@@ -71,13 +72,25 @@ def test_hierarchized_namespace():
     assert SRTConfig.from_args(ns).max_depth == 16
 
 
-def test_env_is_accepted_by_the_drafter_settings():
-    from openrlhf_srt.vllm.srt_config import SRTConfig as DrafterConfig
+def test_the_drafter_settings_are_the_flags():
+    """One definition: the --srt.* flags extend the drafter's settings, which travel to the
+    engine workers in vLLM's additional_config."""
+    from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY, DrafterConfig
 
-    cfg = SRTConfig(max_depth=20, cache_bytes=1 << 20, min_prob=0.3, budget="length_aware")
-    d = DrafterConfig.from_dict(json.loads(cfg.to_env()))
-    assert (d.max_depth, d.byte_budget, d.min_prob, d.rule) == (20, 1 << 20, 0.3, "merge")
-    assert d.budget == "length_aware"
+    cfg = SRTConfig(max_depth=20, cache_bytes=1 << 20, min_prob=0.3, budget="length_aware",
+                    max_draft_tokens=5, runahead=False)
+    d = cfg.drafter_config()
+    assert type(d) is DrafterConfig
+    assert (d.max_depth, d.cache_bytes, d.min_prob, d.budget, d.max_draft_tokens) == (
+        20, 1 << 20, 0.3, "length_aware", 5)
+    args = cfg.engine_args()
+    assert args["speculative_config"]["num_speculative_tokens"] == 5
+    assert DrafterConfig.from_dict(args["additional_config"][ADDITIONAL_CONFIG_KEY]) == d
+    p = argparse.ArgumentParser()
+    add_srt_arguments(p)
+    flags = {a.dest for a in p._actions}
+    assert "srt.source" not in flags  # a code-level hook, not a flag
+    assert {"srt.global_weight", "srt.length_aware_full_at", "srt.length_aware_min"} <= flags
 
 
 def test_runahead_objects():

@@ -58,8 +58,8 @@ def run_one(a: argparse.Namespace) -> dict:
     started = time.monotonic()
     common = {"seed": a.seed, "max_model_len": a.max_tokens + 512, "disable_log_stats": False}
     if a.method == "srt":
-        llm = start_srt_engine(None, srt={"budget": a.srt_budget},
-                               num_speculative_tokens=a.k, **common)
+        llm = start_srt_engine(None, srt={"budget": a.srt_budget, "max_draft_tokens": a.k},
+                               **common)
     else:
         llm = start_engine(None, speculative_config=speculative_config(a.method, a.k), **common)
     engine_seconds = time.monotonic() - started

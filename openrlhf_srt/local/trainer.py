@@ -29,6 +29,7 @@ from openrlhf_srt.local.runahead import LocalRunahead
 from openrlhf_srt.metrics import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.runahead import LookaheadPrompts
+from openrlhf_srt.vllm.srt_engine import owner_result
 
 log = logging.getLogger(__name__)
 CACHE_SNAPSHOT = "srt_cache.bin"
@@ -85,7 +86,8 @@ class LocalTrainer:
         self.restored_cache: dict | None = None
         if cfg.resume and self.srt_on and cfg.srt.snapshot \
                 and (self.ckpt_dir / CACHE_SNAPSHOT).is_file():
-            self.llm.collective_rpc("srt_load", args=(str(self.ckpt_dir / CACHE_SNAPSHOT),))
+            owner_result(self.llm.collective_rpc("srt_load",
+                                                 args=(str(self.ckpt_dir / CACHE_SNAPSHOT),)))
             self.restored_cache = self._cache_stats()
         self.runahead = (LocalRunahead(cfg.srt, self.lookahead, self.prompt_ids)
                          if self.srt_on and cfg.srt.runahead else None)
@@ -124,9 +126,8 @@ class LocalTrainer:
             seqs += srt.runahead_max_requests
             if srt.runahead_priority:
                 common["scheduling_policy"] = "priority"  # rollouts before run-ahead
-        return start_srt_engine(weights, srt=srt.proposer_settings(),
-                                num_speculative_tokens=srt.max_draft_tokens,
-                                max_num_seqs=max(seqs, 8), **common)
+        return start_srt_engine(weights, srt=srt.drafter_config(), max_num_seqs=max(seqs, 8),
+                                **common)
 
     def close(self) -> None:
         """Stop the engine (its processes and memory); the trainer is unusable after."""
@@ -221,7 +222,8 @@ class LocalTrainer:
         self.tokenizer.save_pretrained(tmp / "model")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         if self.srt_on and self.cfg.srt.snapshot:
-            self.llm.collective_rpc("srt_save", args=(str((tmp / CACHE_SNAPSHOT).resolve()),))
+            owner_result(self.llm.collective_rpc(
+                "srt_save", args=(str((tmp / CACHE_SNAPSHOT).resolve()),)))
         state = {"next_step": next_step, "lookahead": self.lookahead.state_dict(),
                  "config": self.cfg.to_dict()}
         (tmp / "state.json").write_text(json.dumps(state, default=str))

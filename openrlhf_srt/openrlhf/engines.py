@@ -2,10 +2,10 @@
 
 `SRTRolloutActor` is OpenRLHF 0.11.2's vLLM rollout actor (same constructor, same methods:
 generate, generate_responses, weight updates, sleep/wake) started with
-- `speculative_config` from `openrlhf_srt.vllm.srt_engine.srt_speculative_config(K)`,
+- the drafter's settings as vLLM engine arguments (`DrafterConfig.engine_args()`:
+  `speculative_config` and `additional_config`, which vLLM hands to every worker, the
+  tensor-parallel ranks included),
 - `worker_extension_cls` = `SRTWorkerWrap` (OpenRLHF's WorkerWrap + our SRT RPCs),
-- `OPENRLHF_SRT_PROPOSER` = `SRTConfig.to_env()` in the actor's environment, which the
-  engine-core and worker processes vLLM spawns inherit,
 - vLLM's spec-decode counters on, and priority scheduling when run-ahead should yield to
   rollouts (`--srt.runahead_priority`),
 then binds the drafter (`collective_rpc("srt_bind")`). It adds run-ahead requests (tagged
@@ -22,18 +22,42 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
+from collections import OrderedDict
 from typing import Any
 
 import ray
 from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from ray.util.placement_group import placement_group
 
+from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
+from openrlhf_srt.vllm.srt_engine import owner_result
 
-CONFIG_ENV = "OPENRLHF_SRT_PROPOSER"  # = openrlhf_srt.vllm.srt_config.CONFIG_ENV
+# Distinct prompts whose rollout counts an actor remembers (least recently generated out
+# first): 16 bytes of key and count per prompt, ~2 MB at the bound.
+PROMPT_COUNTS_LIMIT = 65536
+
+
+class PromptCounts:
+    """Rollout samples per prompt key, for the most recent `limit` distinct prompts."""
+
+    def __init__(self, limit: int = PROMPT_COUNTS_LIMIT):
+        self.limit = int(limit)
+        self._counts: OrderedDict[int, int] = OrderedDict()
+
+    def add(self, key: int, n: int = 1) -> None:
+        self._counts[key] = self._counts.get(key, 0) + n
+        self._counts.move_to_end(key)
+        while len(self._counts) > self.limit:
+            self._counts.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def as_dict(self) -> dict[int, int]:
+        return dict(self._counts)
 
 
 def plain_class(actor_class):
@@ -48,18 +72,18 @@ def plain_class(actor_class):
 
 
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
-    async def __init__(self, *args, srt_env: str, num_speculative_tokens: int,
-                       cpu_cores: str | None = None, priority: bool = False, **kwargs):
-        from openrlhf_srt.vllm.srt_engine import srt_speculative_config
+    async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
+                       priority: bool = False, **kwargs):
+        from openrlhf_srt.vllm.srt_config import DrafterConfig
 
-        os.environ[CONFIG_ENV] = srt_env  # this actor process hosts exactly one engine
         if cpu_cores is not None:
             from openrlhf_srt.vllm.engine import prepare_cpu_environment
 
             prepare_cpu_environment()
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu_cores)
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-        kwargs["speculative_config"] = srt_speculative_config(num_speculative_tokens)
+        kwargs.update(DrafterConfig.from_dict(srt_drafter).engine_args(
+            kwargs.get("additional_config")))
         kwargs["worker_extension_cls"] = EXTENSION_PATH
         kwargs["disable_log_stats"] = False
         if priority:
@@ -70,7 +94,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         self._rollout_requests = 0
         self._ra_tokens = 0
         self._ra_requests = 0
-        self._prompts: Counter = Counter()  # rollout samples per prompt (token ids) here
+        self._prompts = PromptCounts()  # rollout samples per prompt key here (bounded)
         await super().__init__(*args, **kwargs)
         await self.llm.collective_rpc("srt_bind")
 
@@ -81,7 +105,6 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         agent) filed in the tree of the episode's prompt."""
         from copy import deepcopy
 
-        from openrlhf_srt.cache.keys import prompt_key
         from openrlhf_srt.vllm.proposer import PROMPT_KEY_ARG
 
         params = deepcopy(sampling_params)
@@ -94,7 +117,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         out = await super().generate(prompt_token_ids, sampling_params, multi_modal_data)
         self._rollout_requests += 1
         self._rollout_tokens += sum(len(o.token_ids) for o in out.outputs)
-        self._prompts[tuple(prompt_token_ids)] += 1
+        self._prompts.add(prompt_key(prompt_token_ids))
         return out
 
     # ------------------------------------------------------------------ run-ahead
@@ -149,22 +172,23 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
     # ------------------------------------------------------------------ cache and stats
     async def srt_step_stats(self) -> dict[str, Any]:
         """Drafter figures since the last call (reset), plus this actor's token counts."""
-        s = dict((await self.llm.collective_rpc("srt_stats", kwargs={"reset": True}))[0])
+        s = dict(owner_result(await self.llm.collective_rpc("srt_stats", kwargs={"reset": True})))
         s.update(rollout_tokens=self._rollout_tokens, rollout_requests=self._rollout_requests,
                  runahead_tokens=self._ra_tokens, runahead_started=self._ra_requests)
         self._rollout_tokens = self._rollout_requests = self._ra_tokens = self._ra_requests = 0
         return s
 
-    def srt_prompt_counts(self) -> dict[tuple, int]:
-        """Rollout samples generated here per prompt (token ids), since the engine started."""
-        return dict(self._prompts)
+    def srt_prompt_counts(self) -> dict[int, int]:
+        """Rollout samples generated here per prompt key (`cache.keys.prompt_key`), for the
+        PROMPT_COUNTS_LIMIT prompts generated most recently."""
+        return self._prompts.as_dict()
 
     async def srt_rpc(self, method: str, *args) -> Any:
         """One of the worker's srt_* RPCs (srt_save, srt_load, srt_clear, srt_set_step,
-        srt_keep_window, srt_stats); first worker's result."""
+        srt_keep_window, srt_stats); the cache owner's result."""
         if not method.startswith("srt_"):
             raise ValueError(f"not an SRT RPC: {method}")
-        return (await self.llm.collective_rpc(method, args=args))[0]
+        return owner_result(await self.llm.collective_rpc(method, args=args))
 
 
 SRTRolloutActor = ray.remote(_SRTRolloutActor)
@@ -174,13 +198,6 @@ def episode_prompt_ids(tokenizer, prompt: str) -> list[int]:
     """A prompt's token ids as OpenRLHF's agent executors tokenize it, so rollouts (all
     turns) and run-ahead of one prompt share its tree."""
     return list(tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
-
-
-def drafter_env(srt: SRTConfig) -> str:
-    """OPENRLHF_SRT_PROPOSER for the drafter, checked against the drafter's own settings."""
-    from openrlhf_srt.vllm.srt_engine import validate_srt_config
-
-    return validate_srt_config(srt.proposer_settings()).to_env()
 
 
 def ray_has_gpus() -> bool:
@@ -196,7 +213,7 @@ class SRTActorLauncher:
 
     def __init__(self, srt: SRTConfig, *, cpu: bool, engine_overrides: dict[str, Any]):
         self.srt = srt
-        self.srt_env = drafter_env(srt)  # checked here once, before any engine starts
+        self.drafter = srt.drafter_config().to_dict()  # validated with the flags
         self.cpu = cpu
         self.engine_overrides = engine_overrides
         self.started = 0
@@ -210,8 +227,7 @@ class SRTActorLauncher:
         return _Options(self, opts)
 
     def engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kw = dict(kwargs, srt_env=self.srt_env,
-                  num_speculative_tokens=self.srt.max_draft_tokens,
+        kw = dict(kwargs, srt_drafter=self.drafter,
                   priority=self.srt.runahead and self.srt.runahead_priority)
         if self.cpu:
             from openrlhf_srt.vllm.engine import CPU_MEMORY_FRACTION, cpu_dtype

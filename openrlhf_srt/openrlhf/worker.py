@@ -19,11 +19,14 @@ EXTENSION_PATH = "openrlhf_srt.openrlhf.worker.SRTWorkerWrap"
 
 
 class SRTWorkerWrap(WorkerWrap, SRTWorkerExtension):
-    def srt_keep_window(self, step: int, window: int) -> int:
+    def srt_keep_window(self, step: int, window: int) -> int | None:
         """Drop finished sequences of training steps before `step - window + 1` (window 0:
-        keep all); returns how many sequences were dropped."""
+        keep all); returns how many sequences were dropped (None: not the cache owner)."""
+        p = self._srt_owner()
+        if p is None:
+            return None
         if window <= 0:
             return 0
-        source = self._srt_proposer().source
+        source = p.source
         drop = getattr(source, "drop_steps_before", None)
         return int(drop(int(step) - int(window) + 1)) if drop is not None else 0

@@ -18,9 +18,12 @@ step was skipped) go to the cache in one flat array; the cache appends all of th
 drafts, so sibling samples of a prompt see each other's tokens of the same step. Requests that
 left the batch and are no longer known to the runner are finished; preempted ones stay open.
 
-Configuration comes from the engine-starting process through the environment variable
-`OPENRLHF_SRT_PROPOSER` (JSON object with the fields of `SRTConfig`), which the spawned worker
-inherits; `srt_engine.start_srt_engine` sets it. See docs/vllm.md.
+Settings (`srt_config.DrafterConfig`) come with vLLM's engine config, in
+`additional_config["openrlhf_srt"]`, which vLLM hands to every worker (srt_config.py). Under
+tensor (or pipeline) parallelism every rank builds a proposer, but vLLM uses the drafts of one
+rank only (the first tensor-parallel rank of the last pipeline stage, its output rank): that
+rank owns the cache, its byte budget and its snapshots; the other ranks draft nothing and
+hold no cache, and their worker RPCs answer None. See docs/vllm.md.
 
 Draft lengths: the cache drafts up to vLLM's `num_speculative_tokens` per row with the path
 probability after each token, and `drafting.budget.choose_budgets` cuts each draft to the
@@ -44,9 +47,9 @@ from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.drafting.budget import BudgetConfig, choose_budgets
 from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals, running_products
 from openrlhf_srt.drafting.cost_model import StepCostModel
-from openrlhf_srt.vllm.srt_config import CONFIG_ENV, SRTConfig
+from openrlhf_srt.vllm.srt_config import DrafterConfig
 
-__all__ = ["CONFIG_ENV", "PROMPT_KEY_ARG", "RUNAHEAD_ARG", "SRTConfig", "SRTProposer"]
+__all__ = ["PROMPT_KEY_ARG", "RUNAHEAD_ARG", "SRTProposer", "is_cache_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +80,33 @@ class DraftSource(Protocol):
     def save(self, path) -> None: ...
 
 
-def make_source(cfg: SRTConfig, max_draft_tokens: int) -> DraftSource:
+def make_source(cfg: DrafterConfig) -> DraftSource:
     if cfg.source is not None:
         mod, _, name = cfg.source.partition(":")
-        return getattr(importlib.import_module(mod), name)(cfg, max_draft_tokens)
-    from openrlhf_srt.cache import CacheConfig, TreeCache
+        return getattr(importlib.import_module(mod), name)(cfg, cfg.max_draft_tokens)
+    from openrlhf_srt.cache import TreeCache
 
-    return TreeCache(CacheConfig(max_depth=cfg.max_depth, byte_budget=cfg.byte_budget,
-                                 rule=cfg.rule, min_prob=float(cfg.min_prob),
-                                 max_draft_tokens=max_draft_tokens,
-                                 global_weight=float(cfg.global_weight)))
+    return TreeCache(cfg.cache_config())
 
 
-def load_source(cfg: SRTConfig, path: str) -> DraftSource:
+def load_source(cfg: DrafterConfig, path: str) -> DraftSource:
     if cfg.source is not None:
         mod, _, name = cfg.source.partition(":")
         return getattr(importlib.import_module(mod), name).load(path)
     from openrlhf_srt.cache import TreeCache
 
     return TreeCache.load(path)
+
+
+def is_cache_owner() -> bool:
+    """Whether this worker is the rank whose drafts vLLM uses (tensor-parallel rank 0 of the
+    last pipeline stage); True without a distributed setup."""
+    try:
+        from vllm.distributed.parallel_state import get_pp_group, get_tp_group
+
+        return get_tp_group().rank_in_group == 0 and get_pp_group().is_last_rank
+    except (ImportError, AssertionError, AttributeError):  # groups not initialized
+        return True
 
 
 class SRTProposer:
@@ -108,14 +119,23 @@ class SRTProposer:
         spec = vllm_config.speculative_config
         self.k = int(spec.num_speculative_tokens)
         self.max_model_len = int(vllm_config.model_config.max_model_len)
-        self.config = SRTConfig.from_env()
-        self.source: DraftSource = make_source(self.config, self.k)
-        self.budget = BudgetConfig(rule=self.config.budget, max_draft_tokens=self.k,
-                                   length_aware_full_at=self.config.length_aware_full_at,
-                                   length_aware_min=min(self.config.length_aware_min, self.k))
+        config = DrafterConfig.from_vllm_config(vllm_config)
+        if config is None:
+            log.warning("no SRT settings in the engine's additional_config[%r]: defaults "
+                        "(start engines with srt_engine.start_srt_engine or "
+                        "DrafterConfig.engine_args())", "openrlhf_srt")
+            config = DrafterConfig(max_draft_tokens=self.k)
+        if config.max_draft_tokens != self.k:
+            raise ValueError(f"--srt.max_draft_tokens {config.max_draft_tokens} differs from "
+                             f"the engine's num_speculative_tokens {self.k}")
+        self.config = config
+        self.owner = is_cache_owner()
+        # the other ranks' drafts are never used: no cache there (budget paid once)
+        self.source: DraftSource | None = make_source(config) if self.owner else None
+        self.budget = config.budget_config()
         self.cost = StepCostModel()
         self.calibrator = AcceptanceCalibrator()
-        self.train_step = self.config.step
+        self.train_step = 0
         self.runner = None
         self._seq: dict[str, int] = {}  # req_id -> cache seq id (running in the cache)
         self._seen: dict[str, int] = {}  # req_id -> tokens of it already in the cache
@@ -142,7 +162,7 @@ class SRTProposer:
     def propose(self, sampled_token_ids: list[list[int]], num_tokens_no_spec: np.ndarray,
                 token_ids_cpu: np.ndarray, slot_mappings=None) -> list[list[int]]:
         n = len(sampled_token_ids)
-        if self.runner is None:
+        if self.runner is None or self.source is None:
             return [[] for _ in range(n)]
         t0 = time.perf_counter()
         batch = self.runner.input_batch
@@ -291,6 +311,7 @@ class SRTProposer:
         tok = self.c_verified_tokens
         return {
             "cache": dict(self.source.stats()),
+            "settings": self.config.to_dict(),
             "bound": self.runner is not None,
             "cpu_fix": self.cpu_fix,
             "num_speculative_tokens": self.k,

@@ -8,6 +8,10 @@ into its worker class; each method below runs in every worker through
 model runner to the proposer, which reads request ids, prompt lengths and sampling params
 from it every step. Until then the proposer drafts nothing. The cache lives in the proposer,
 not in the model, so weight updates (load_weights / update_weights RPCs) leave it intact.
+
+One worker per engine owns the cache (the rank whose drafts vLLM uses, proposer.py); every
+RPC but srt_bind answers None on the other ranks, and `srt_engine.owner_result` picks the
+owner's answer.
 """
 
 from __future__ import annotations
@@ -64,35 +68,58 @@ class SRTWorkerExtension(CPUFixExtension):
         p.bind(self.model_runner)
         return True
 
-    def srt_stats(self, reset: bool = False) -> dict[str, Any]:
-        """Cache figures and the proposer's counters (drafts, draft tokens, accepted tokens
-        inferred from the next step's sampled tokens, time spent in propose)."""
+    def _srt_owner(self):
+        """The proposer if this worker owns the cache, else None."""
         p = self._srt_proposer()
+        return p if p.owner else None
+
+    def srt_stats(self, reset: bool = False) -> dict[str, Any] | None:
+        """Cache figures, the settings in force and the proposer's counters (drafts, draft
+        tokens, accepted tokens inferred from the next step's sampled tokens, time spent in
+        propose)."""
+        p = self._srt_owner()
+        if p is None:
+            return None
         s = p.stats()
         if reset:
             p.reset_counters()
         return s
 
-    def srt_save(self, path: str) -> bool:
+    def srt_save(self, path: str) -> bool | None:
         """Write a cache snapshot (between generate calls: running sequences are saved as
         running)."""
-        self._srt_proposer().save(str(path))
+        p = self._srt_owner()
+        if p is None:
+            return None
+        p.save(str(path))
         return True
 
-    def srt_load(self, path: str) -> bool:
+    def srt_load(self, path: str) -> bool | None:
         """Replace the cache by a snapshot."""
-        self._srt_proposer().load(str(path))
+        p = self._srt_owner()
+        if p is None:
+            return None
+        p.load(str(path))
         return True
 
-    def srt_clear(self) -> bool:
-        self._srt_proposer().clear()
+    def srt_clear(self) -> bool | None:
+        p = self._srt_owner()
+        if p is None:
+            return None
+        p.clear()
         return True
 
-    def srt_resize(self, byte_budget: int) -> bool:
-        self._srt_proposer().resize(int(byte_budget))
+    def srt_resize(self, byte_budget: int) -> bool | None:
+        p = self._srt_owner()
+        if p is None:
+            return None
+        p.resize(int(byte_budget))
         return True
 
-    def srt_set_step(self, step: int) -> bool:
+    def srt_set_step(self, step: int) -> bool | None:
         """Training step recorded with sequences added from now on."""
-        self._srt_proposer().set_step(int(step))
+        p = self._srt_owner()
+        if p is None:
+            return None
+        p.set_step(int(step))
         return True
