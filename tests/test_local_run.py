@@ -12,11 +12,12 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
-def srt_priority_engine(embedded_model_path):
+def srt_priority_engine(embedded_model_path, srt_test_settings):
     """SRT engine with priority scheduling, as the local trainer starts it for run-ahead."""
     from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
-    llm = start_srt_engine(embedded_model_path, srt={"min_prob": 0.1, "max_draft_tokens": 4},
+    llm = start_srt_engine(embedded_model_path,
+                           srt={"min_prob": 0.1, "max_draft_tokens": 4, **srt_test_settings},
                            max_model_len=1024, seed=0, scheduling_policy="priority",
                            max_num_seqs=32)
     yield llm
@@ -64,11 +65,11 @@ def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority
     assert lookahead.consumed == 0 and lookahead.next_batch() == [0, 1]  # peeked, not consumed
 
 
-def _tiny_config(run_dir, **kw):
+def _tiny_config(run_dir, srt_settings, **kw):
     from openrlhf_srt.config import SRTConfig
     from openrlhf_srt.local.config import TrainConfig
 
-    srt = SRTConfig(max_draft_tokens=4, runahead_threshold=1.0, runahead_min_seconds=0.0,
+    srt = SRTConfig(**srt_settings, max_draft_tokens=4, runahead_threshold=1.0, runahead_min_seconds=0.0,
                     runahead_min_samples=1, runahead_poll_seconds=0.01, runahead_prompts=2,
                     runahead_max_new_tokens=16, runahead_max_requests=4,
                     runahead_max_slowdown=float("inf"))  # run ahead despite the CPU's cost
@@ -77,7 +78,8 @@ def _tiny_config(run_dir, **kw):
                        lr=1e-4, save_every=1, wandb=False, tensorboard=False, srt=srt, **kw)
 
 
-def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_path, cpu_bf16):
+def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_path, cpu_bf16,
+                                                                           srt_test_settings):
     """Run as both kinds of CPU (cpu_bf16): the engine runs bfloat16 or float32 and the
     trainer autocasts or not, so the weight push and the restore are tested in both."""
     import torch
@@ -85,7 +87,7 @@ def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_p
     from openrlhf_srt.local.trainer import LocalTrainer, prompt_indices
     from openrlhf_srt.metrics import read_metrics
 
-    cfg = _tiny_config(tmp_path / "run")
+    cfg = _tiny_config(tmp_path / "run", srt_test_settings)
     first = LocalTrainer(cfg)
     try:
         engine_dtype = first.llm.llm_engine.vllm_config.model_config.dtype
@@ -103,7 +105,7 @@ def test_resume_continues_at_the_right_step_with_prompts_weights_and_cache(tmp_p
     assert state["lookahead"]["buffer"] == [prompt_indices(cfg, 6, 2)]
     assert cache_before["prompts"] >= 4 and cache_before["sequences"] >= 8
 
-    resumed = LocalTrainer(_tiny_config(tmp_path / "run", resume=True))
+    resumed = LocalTrainer(_tiny_config(tmp_path / "run", srt_test_settings, resume=True))
     try:
         assert resumed.start_step == 2
         for k, v in resumed.model.state_dict().items():

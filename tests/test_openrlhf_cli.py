@@ -101,12 +101,16 @@ def test_structure_errors_are_clear(monkeypatch, tmp_path):
 def test_version_check():
     from openrlhf_srt.openrlhf import versions as v
 
+    # the vLLM series the lanes ran: 0.29 (OpenRLHF's own pin) and 0.32 (make test)
     assert v.problems("0.11.2", "0.32.0", custom_class=True) == []
+    assert v.problems("0.11.2", "0.29.0", custom_class=True) == []
+    assert v.problems("0.11.2", "0.29.1") == []
     assert "OpenRLHF 0.10.0 is not supported" in v.problems("0.10.0", "0.32.0")[0]
-    assert "OpenRLHF 0.12.1 is not supported" in v.problems("0.12.1", "0.33.0")[0]
-    old = v.problems("0.11.2", "0.29.0")
-    assert len(old) == 1 and "vLLM 0.29.0 is too old" in old[0] and "vllm-latest" in old[0]
-    assert "no 'custom_class'" in v.problems("0.11.2", "0.33.0", custom_class=False)[0]
+    assert "OpenRLHF 0.12.1 is not supported" in v.problems("0.12.1", "0.32.0")[0]
+    for untested in ("0.26.0", "0.30.1", "0.33.0"):
+        (msg,) = v.problems("0.11.2", untested)
+        assert msg.startswith(f"vLLM {untested} is not supported") and "0.29.x, 0.32.x" in msg
+    assert "no 'custom_class'" in v.problems("0.11.2", "0.32.0", custom_class=False)[0]
     assert "not installed" in v.problems(None, None)[0]
     v.check_versions()  # this environment is supported
 
@@ -140,14 +144,17 @@ def test_step_metrics_definitions():
     from openrlhf_srt.openrlhf.metrics import step_metrics
 
     stats = [{"rollout_tokens": 900, "runahead_tokens": 100, "accepted_tokens": 500,
-              "verified_draft_tokens": 1000, "cache": {"bytes": 10, "prompts": 2}},
-             {"rollout_tokens": 0, "accepted_tokens": 0, "cache": {"bytes": 5, "prompts": 1}}]
+              "verified_draft_tokens": 1000, "draft_tokens": 1100,
+              "cache": {"bytes": 10, "prompts": 2}},
+             {"rollout_tokens": 0, "accepted_tokens": 0, "draft_tokens": 40,
+              "cache": {"bytes": 5, "prompts": 1}}]
     m = step_metrics(stats, bubble_seconds=3.5, verify_cost=0.1, home_hits=3, spills=1)
     assert m["srt/accept_len"] == pytest.approx(1000 / 500)
     assert m["srt/acceptance_rate"] == pytest.approx(0.5)
     assert m["srt/est_speedup"] == pytest.approx(1000 / (500 + 100))
     assert (m["srt/draft_tokens"], m["srt/runahead_tokens"], m["srt/bubble_seconds"]) == (
         1000, 100, 3.5)
+    assert m["srt/proposed_draft_tokens"] == 1140
     assert (m["srt/cache_bytes"], m["srt/cache_prompts"]) == (15, 3)
     assert m["srt/route_home_share"] == 0.75
     assert step_metrics([])["srt/accept_len"] == 1.0

@@ -63,7 +63,7 @@ GEN_KW = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": None, "max_len": M
 
 
 @pytest.fixture(scope="module")
-def group(embedded_model_path):
+def group(embedded_model_path, srt_test_settings):
     from transformers import AutoTokenizer
 
     from openrlhf_srt.config import SRTConfig
@@ -72,7 +72,7 @@ def group(embedded_model_path):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    srt = SRTConfig(max_draft_tokens=4, min_prob=0.2, runahead_threshold=0.5,
+    srt = SRTConfig(**srt_test_settings, max_draft_tokens=4, min_prob=0.2, runahead_threshold=0.5,
                     runahead_min_seconds=0.0, runahead_min_samples=1,
                     runahead_poll_seconds=0.25, runahead_prompts=8, runahead_samples=2,
                     runahead_max_new_tokens=24, runahead_max_tokens=192, cache_bytes=1 << 26,
@@ -171,7 +171,8 @@ def test_bubble_detection_on_long_tail(run):
         m = st.metrics
         assert m["srt/accept_len"] >= 1.0 and 0.0 <= m["srt/acceptance_rate"] <= 1.0
         assert m["srt/cache_prompts"] >= 1 and m["srt/cache_bytes"] > 0
-    assert run.steps[2].metrics["srt/draft_tokens"] > 0  # epoch 2 drafts from epoch 1
+    # epoch 2 drafts from epoch 1 (proposed: the vLLM 0.29 lane withholds its drafts)
+    assert run.steps[2].metrics["srt/proposed_draft_tokens"] > 0
 
 
 def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):

@@ -44,7 +44,8 @@ AGENT = textwrap.dedent('''
 ''')
 
 
-def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, tmp_path):
+def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, tmp_path,
+                                                         srt_test_settings):
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
@@ -58,7 +59,8 @@ def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, t
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     try:
         (engine,) = create_srt_engines(1, 1, embedded_model_path, 0, False, False, True, 512,
-                                       agent_func_path=str(agent), srt=SRTConfig(runahead=False),
+                                       agent_func_path=str(agent),
+                                       srt=SRTConfig(runahead=False, **srt_test_settings),
                                        cpu=True, max_num_seqs=16)
         tok = AutoTokenizer.from_pretrained(embedded_model_path)
         # OpenRLHF gives each turn all the length left; a stop string ends turns early

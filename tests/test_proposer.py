@@ -138,6 +138,21 @@ def test_proposer_takes_its_settings_from_the_engine_config(monkeypatch, caplog)
     assert "no SRT settings" in caplog.text
 
 
+def test_withheld_drafts_are_computed_but_never_verified(make):
+    """withhold_drafts (engines that cannot verify, the vLLM 0.29 lane on CPU): the cache,
+    the budget and the counters run as usual; vLLM gets no draft, nothing is accepted."""
+    p, r = make({"source": f"{__name__}:RecordingSource", "budget": "fixed",
+                 "withhold_drafts": True})
+    p.bind(r)
+    r.add("a", [1, 2, 3])
+    assert _propose(p, r, [[4]]) == [[]]
+    assert _propose(p, r, [[5]]) == [[]]
+    s = p.stats()
+    assert s["draft_tokens"] == s["withheld_draft_tokens"] == 2 * K
+    assert s["verified_draft_tokens"] == s["accepted_tokens"] == 0
+    assert p.source.steps[1][1] == [5]  # the sampled token still reached the cache
+
+
 def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
     """Under tensor parallelism vLLM uses one rank's drafts: the others hold no cache (the
     byte budget is paid once) and their RPCs answer None."""
@@ -152,7 +167,7 @@ def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
     for p, r in ((owner, o_runner), (other, r_runner)):
         p.bind(r)
         r.add("a", [10, 11, 12, 13, 10, 11])
-    assert _propose(owner, o_runner, [[12]]) == [[13, 10, 11]]
+    assert _propose(owner, o_runner, [[12]]) == [[7, 7, 7]]  # RecordingSource drafts 7s
     assert _propose(other, r_runner, [[12]]) == [[]]
 
     def worker(p):
@@ -170,28 +185,33 @@ def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
 
 def test_settings_survive_the_path_of_vllms_ray_executor(tmp_path):
     """vLLM's Ray executor hands workers the pickled VllmConfig and copies only some
-    environment variables: the settings must arrive through the config alone."""
+    environment variables: the settings must arrive through the config alone. The config is
+    built and pickled in one process (the driver; building it also edits the environment,
+    e.g. LD_PRELOAD on CPU) and read in another that has only the variables vLLM copies."""
+    import os
     import subprocess
     import sys
 
-    import cloudpickle
-    from vllm.config import VllmConfig
-    from vllm.ray.ray_env import get_env_vars_to_copy
-
     cfg = DrafterConfig(max_depth=20, cache_bytes=3 << 20, min_prob=0.35, budget="fixed",
                         max_draft_tokens=6)
-    vcfg = VllmConfig(additional_config=cfg.engine_args()["additional_config"])
-    (tmp_path / "config.pkl").write_bytes(cloudpickle.dumps(vcfg))
-    import os
-
-    env = {k: os.environ[k] for k in get_env_vars_to_copy() if k in os.environ}
+    pickled = tmp_path / "config.pkl"
+    driver = ("import cloudpickle, json, sys; from vllm.config import VllmConfig;"
+              "from vllm.ray.ray_env import get_env_vars_to_copy;"
+              "c = VllmConfig(additional_config=json.loads(sys.argv[2]));"
+              "open(sys.argv[1], 'wb').write(cloudpickle.dumps(c));"
+              "print(json.dumps(sorted(get_env_vars_to_copy())))")
+    out = subprocess.run([sys.executable, "-c", driver, str(pickled),
+                          json.dumps(cfg.engine_args()["additional_config"])],
+                         capture_output=True, text=True, timeout=300, check=True)
+    copied = json.loads(out.stdout.strip().splitlines()[-1])
+    env = {k: os.environ[k] for k in copied if k in os.environ}
     assert not any(k.startswith("OPENRLHF_SRT") for k in env)
     env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=os.pathsep.join(sys.path))
-    code = ("import pickle, sys, json; from openrlhf_srt.vllm.srt_config import DrafterConfig;"
-            "c = pickle.load(open(sys.argv[1], 'rb'));"
-            "print(json.dumps(DrafterConfig.from_vllm_config(c).to_dict()))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "config.pkl")], env=env,
-                         capture_output=True, text=True, timeout=120, check=True)
+    worker = ("import pickle, sys, json; from openrlhf_srt.vllm.srt_config import DrafterConfig;"
+              "c = pickle.load(open(sys.argv[1], 'rb'));"
+              "print(json.dumps(DrafterConfig.from_vllm_config(c).to_dict()))")
+    out = subprocess.run([sys.executable, "-c", worker, str(pickled)], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == cfg.to_dict()
 
 
@@ -290,7 +310,7 @@ def test_siblings_draft_from_each_other_with_the_tree_cache(make):
 
 # ------------------------------------------------------------------- engine RPCs
 @pytest.mark.engine
-def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path):
+def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path, srt_test_settings):
     from vllm import SamplingParams
 
     from openrlhf_srt.vllm.srt_engine import srt_stats
@@ -305,8 +325,8 @@ def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path):
     s = srt_stats(llm)
     # the worker-side proposer holds the non-default settings the engine was started with
     # (conftest's srt_float32_engine: min_prob 0.2, budget fixed, 4 draft tokens)
-    assert s["settings"] == DrafterConfig(min_prob=0.2, budget="fixed",
-                                          max_draft_tokens=4).to_dict()
+    assert s["settings"] == DrafterConfig(min_prob=0.2, budget="fixed", max_draft_tokens=4,
+                                          **srt_test_settings).to_dict()
     assert s["bound"] and s["requests"] == 6 and s["runahead_requests"] == 2
     assert s["accepted_tokens"] == _accepted_metric(llm) - before  # agrees with vLLM
     nodes = s["cache"]["nodes"]

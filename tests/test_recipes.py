@@ -20,6 +20,26 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 NAMES = ["dapo", "grpo", "ppo", "retool"]
 
 
+def node_cache_bytes(engines: int) -> int:
+    """The recipes' default --srt.cache_bytes: a quarter of this node's RAM over its
+    engines, clamped to [256 MiB, 8 GiB]."""
+    kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal:"))
+    return min(max(kib * 1024 // 4 // engines, 256 << 20), 8 << 30)
+
+
+def test_cache_size_and_checkpoint_folder_follow_the_node(tmp_path):
+    argv = argv_of("grpo", 1)
+    assert argv[argv.index("--srt.cache_bytes") + 1] == str(node_cache_bytes(8))
+    ckpt = argv[argv.index("--ckpt.path") + 1]
+    assert Path(ckpt).is_absolute() and ckpt.endswith("/ckpt/grpo_qwen2.5_1.5b/checkpoints")
+    env = {"PATH": "/usr/bin:/bin", "DRY_RUN": "1", "SRT_CACHE_BYTES": "1G", "CKPT_DIR": "rel"}
+    out = subprocess.run(["bash", str(RECIPES / "grpo_qwen2.5_1.5b.sh")], check=True,
+                         capture_output=True, env=env, cwd=tmp_path).stdout.decode().split("\0")
+    assert out[out.index("--srt.cache_bytes") + 1] == "1G"
+    assert out[out.index("--ckpt.path") + 1] == str(tmp_path / "rel/grpo_qwen2.5_1.5b/checkpoints")
+
+
 def argv_of(name: str, srt: int) -> list[str]:
     out = subprocess.run(["bash", str(RECIPES / f"{name}_qwen2.5_1.5b.sh")], check=True,
                          capture_output=True, env={"PATH": "/usr/bin:/bin", "DRY_RUN": "1",
@@ -34,7 +54,7 @@ def test_srt_recipe_parses(name):
     argv = argv_of(name, 1)
     assert argv[1:3] == ["-m", "openrlhf_srt.cli.train_ppo_ray"]
     args, cfg, _ = parse_args(argv[3:])
-    assert cfg.enable and cfg.max_draft_tokens == 8 and cfg.cache_bytes == 8 << 30
+    assert cfg.enable and cfg.max_draft_tokens == 8 and cfg.cache_bytes == node_cache_bytes(8)
     assert args.logger.wandb.run_name == f"{name}_qwen2.5_1.5b_srt"
     assert args.rollout.temperature == 1.0 and args.vllm.num_engines == 8
     expected = {"dapo": (16, 128, 0.0), "grpo": (5, 128, 0.001), "ppo": (1, 512, 0.001),

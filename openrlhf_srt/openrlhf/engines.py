@@ -74,16 +74,18 @@ def plain_class(actor_class):
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
                        priority: bool = False, **kwargs):
+        from openrlhf_srt.vllm.engine import check_can_verify
         from openrlhf_srt.vllm.srt_config import DrafterConfig
 
+        drafter = DrafterConfig.from_dict(srt_drafter)
+        check_can_verify(True, withheld=drafter.withhold_drafts)
         if cpu_cores is not None:
             from openrlhf_srt.vllm.engine import prepare_cpu_environment
 
             prepare_cpu_environment()
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu_cores)
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-        kwargs.update(DrafterConfig.from_dict(srt_drafter).engine_args(
-            kwargs.get("additional_config")))
+        kwargs.update(drafter.engine_args(kwargs.get("additional_config")))
         kwargs["worker_extension_cls"] = EXTENSION_PATH
         kwargs["disable_log_stats"] = False
         if priority:

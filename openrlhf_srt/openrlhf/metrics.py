@@ -2,7 +2,7 @@
 
 Inputs per engine (SRTRolloutActor.srt_step_stats: the drafter's counters since the last
 step, reset on read, and the actor's token counts): rollout_tokens, runahead_tokens,
-accepted_tokens, verified_draft_tokens, cache {bytes, prompts}. Definitions (docs/metrics.md):
+accepted_tokens, verified_draft_tokens, draft_tokens, cache {bytes, prompts}. Definitions (docs/metrics.md):
 
     G = rollout_tokens + runahead_tokens     tokens the engines generated
     A = accepted_tokens                      accepted draft tokens
@@ -28,6 +28,8 @@ def step_metrics(stats: Sequence[dict], *, bubble_seconds: float = 0.0,
         "srt/accept_len": g / steps if steps > 0 else 1.0,
         "srt/acceptance_rate": a / d if d else 0.0,
         "srt/draft_tokens": float(d),
+        # drafted after the budget, verified or not (withheld drafts, drafts vLLM skipped)
+        "srt/proposed_draft_tokens": float(sum(int(s.get("draft_tokens", 0)) for s in stats)),
         "srt/accepted_tokens": float(a),
         "srt/runahead_tokens": float(sum(int(s.get("runahead_tokens", 0)) for s in stats)),
         "srt/bubble_seconds": float(bubble_seconds),

@@ -175,8 +175,9 @@ class SRTSamplesGenerator(SamplesGenerator):
         return ray.get([getattr(e, method).remote(*args) for e in self.vllm_engines])
 
     def save_snapshots(self, directory: str | Path) -> list[str]:
-        """Every engine's cache to directory/engine{i}.snap (a path all engines can reach)."""
-        d = Path(directory)
+        """Every engine's cache to directory/engine{i}.snap (a path all engines can reach;
+        absolute, since the engine actors do not share the trainer's working folder)."""
+        d = Path(directory).resolve()
         d.mkdir(parents=True, exist_ok=True)
         paths = [str(d / f"engine{i}.snap") for i in range(len(self.vllm_engines))]
         ray.get([e.srt_rpc.remote("srt_save", p) for e, p in zip(self.vllm_engines, paths)])
@@ -187,7 +188,7 @@ class SRTSamplesGenerator(SamplesGenerator):
         """Restore the caches saved by save_snapshots; False (nothing loaded) when the
         directory is missing or was written by a different number of engines (prompt homes
         depend on it)."""
-        d = Path(directory)
+        d = Path(directory).resolve()
         meta = d / "engines.txt"
         if not meta.is_file() or int(meta.read_text().split()[0]) != len(self.vllm_engines):
             return False

