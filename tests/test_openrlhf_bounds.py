@@ -37,3 +37,43 @@ def test_only_the_newest_snapshot_set_is_kept(tmp_path):
     (tmp_path / "_srt" / "notes").mkdir()  # not a snapshot set: left alone
     prune_snapshots(str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "_srt").iterdir()) == ["global_step60", "notes"]
+
+
+def test_runahead_requests_in_flight_stay_below_the_limit():
+    """srt_runahead starts no more run-ahead requests than --srt.runahead_max_requests in
+    flight, whatever it is asked; finished or aborted ones leave (the actor's run-ahead map
+    is bounded by the flag). The actor's method on a stand-in engine (no Ray, no vLLM)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from vllm import SamplingParams
+
+    from openrlhf_srt.openrlhf.engines import _SRTRolloutActor
+
+    class ParkedEngine:  # every request runs until aborted
+        def __init__(self):
+            self.aborted = []
+
+        async def generate(self, prompt, params, request_id, priority=0):
+            await asyncio.Event().wait()
+            yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=[])])
+
+        async def abort(self, rids):
+            self.aborted += list(rids)
+
+    async def scenario():
+        actor = _SRTRolloutActor.__new__(_SRTRolloutActor)
+        actor.llm, actor._ra_tasks, actor._ra_limit = ParkedEngine(), {}, 4
+        actor._ra_requests = actor._ra_tokens = actor._srt_priority = 0
+        params = SamplingParams(temperature=1.0, max_tokens=8)
+        prompts = [[1, 2, i] for i in range(10)]
+        first = await actor.srt_runahead(prompts, params, 2)  # 20 asked, 4 fit
+        again = await actor.srt_runahead(prompts, params, 2)  # none fits
+        in_flight = len(actor._ra_tasks)
+        aborted = await actor.srt_abort_runahead()
+        after = len(actor._ra_tasks)
+        refill = await actor.srt_runahead(prompts[:1], params, 2)
+        await actor.srt_abort_runahead()
+        return first, again, in_flight, aborted, after, refill, len(actor.llm.aborted)
+
+    assert asyncio.run(scenario()) == (4, 0, 4, 4, 0, 2, 6)

@@ -73,7 +73,7 @@ def plain_class(actor_class):
 
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
-                       priority: bool = False, **kwargs):
+                       priority: bool = False, runahead_max_requests: int = 32, **kwargs):
         from openrlhf_srt.vllm.engine import check_can_verify
         from openrlhf_srt.vllm.srt_config import DrafterConfig
 
@@ -91,7 +91,10 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         if priority:
             kwargs["scheduling_policy"] = "priority"
         self._srt_priority = RUNAHEAD_PRIORITY if priority else 0
+        # run-ahead requests in flight (each leaves when it ends or is aborted), at most
+        # --srt.runahead_max_requests: srt_runahead starts no more than that
         self._ra_tasks: dict[str, asyncio.Task] = {}
+        self._ra_limit = int(runahead_max_requests)
         self._rollout_tokens = 0
         self._rollout_requests = 0
         self._ra_tokens = 0
@@ -125,8 +128,8 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
     # ------------------------------------------------------------------ run-ahead
     async def srt_runahead(self, prompts_token_ids: list[list[int]], sampling_params,
                            n: int) -> int:
-        """Start n run-ahead requests per prompt; returns how many started. Their output
-        feeds only the drafter's cache."""
+        """Start n run-ahead requests per prompt, as many as fit below the in-flight limit;
+        returns how many started. Their output feeds only the drafter's cache."""
         from vllm.inputs import TokensPrompt
         from vllm.utils import random_uuid
 
@@ -134,6 +137,8 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         started = 0
         for ids in prompts_token_ids:
             for _ in range(n):
+                if len(self._ra_tasks) >= self._ra_limit:
+                    break
                 rid = f"srt-runahead-{random_uuid()}"
                 coro = self._run_one(TokensPrompt(prompt_token_ids=list(ids)), params, rid)
                 self._ra_tasks[rid] = asyncio.ensure_future(coro)
@@ -162,6 +167,8 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for rid in rids:  # a task cancelled before it ever ran never reached its finally
+            self._ra_tasks.pop(rid, None)
         return len(rids)
 
     def srt_load(self) -> dict[str, int]:
@@ -230,6 +237,7 @@ class SRTActorLauncher:
 
     def engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kw = dict(kwargs, srt_drafter=self.drafter,
+                  runahead_max_requests=self.srt.runahead_max_requests,
                   priority=self.srt.runahead and self.srt.runahead_priority)
         if self.cpu:
             from openrlhf_srt.vllm.engine import CPU_MEMORY_FRACTION, cpu_dtype
