@@ -175,6 +175,15 @@ def test_bubble_detection_on_long_tail(run):
     assert run.steps[2].metrics["srt/proposed_draft_tokens"] > 0
 
 
+def test_engines_hold_the_drafter_settings_they_were_given(group, run):
+    """The non-default --srt.* drafter settings (K=4, min_prob 0.2, 64 MiB cache) reached
+    the worker-side proposer of every engine OpenRLHF's create_vllm_engines started."""
+    expected = group.srt.drafter_config().to_dict()
+    assert expected["max_draft_tokens"] == 4 and expected["cache_bytes"] == 1 << 26
+    for e in group.engines:
+        assert ray.get(e.srt_rpc.remote("srt_stats"))["settings"] == expected
+
+
 def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):
     """The actor names each episode's tree (srt_prompt_key, as every turn of a multi-turn
     agent would carry it) with the key run-ahead uses: one tree per (prompt, engine)."""

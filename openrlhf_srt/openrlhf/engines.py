@@ -159,17 +159,20 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
             self._ra_tasks.pop(rid, None)
 
     async def srt_abort_runahead(self) -> int:
-        """Abort every run-ahead request (the step's last rollout finished)."""
-        rids = list(self._ra_tasks)
-        tasks = list(self._ra_tasks.values())
-        if rids:
+        """Abort every run-ahead request (the step's last rollout finished), also those
+        started while an abort was awaiting the engine; returns how many."""
+        aborted = 0
+        while self._ra_tasks:
+            rids = list(self._ra_tasks)
+            tasks = list(self._ra_tasks.values())
             await self.llm.abort(rids)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for rid in rids:  # a task cancelled before it ever ran never reached its finally
-            self._ra_tasks.pop(rid, None)
-        return len(rids)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for rid in rids:  # a task cancelled before it ever ran never reached its finally
+                self._ra_tasks.pop(rid, None)
+            aborted += len(rids)
+        return aborted
 
     def srt_load(self) -> dict[str, int]:
         """Requests in the engine: all unfinished, and the run-ahead ones among them."""

@@ -68,6 +68,7 @@ class RunaheadMonitor:
                 plan.begin_step(n, now)
             self._begun = True
         upcoming = [p for p, _ in self.la.peek(self.cfg.runahead_prompts)]
+        started = []
         for i, (plan, load) in enumerate(zip(self.planners, loads)):
             det = plan.detector
             if dispatched[i] != det.dispatched:
@@ -80,7 +81,11 @@ class RunaheadMonitor:
             # the step's rollout params, set by the first dispatch, which the step began with
             params = runahead_params(self.gen._sampling_params, self.cfg.runahead_max_new_tokens)
             ids = [episode_prompt_ids(self.gen.tokenizer, p) for p in chosen]
-            engines[i].srt_runahead.remote(ids, params, plan.budget.samples_per_prompt)
+            started.append(engines[i].srt_runahead.remote(ids, params,
+                                                          plan.budget.samples_per_prompt))
+        # wait until the engines registered them (it takes no engine step): once stop() has
+        # joined this thread, its abort sees every run-ahead request this poll started
+        ray.get(started)
 
     def stop(self) -> dict:
         self._stop.set()
