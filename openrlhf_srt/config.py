@@ -24,7 +24,7 @@ from typing import Any
 
 from openrlhf_srt.cache.config import RULES as CACHE_RULES
 from openrlhf_srt.drafting.budget import BUDGET_RULES
-from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError, check_types
+from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
 
 __all__ = ["SRTConfig", "SRTConfigError", "add_srt_arguments", "parse_bool", "parse_bytes"]
 
@@ -52,8 +52,7 @@ class SRTConfig(DrafterConfig):
     verify_cost: float = 0.1  # est. speedup: cost of one verified draft token in decode steps
 
     def __post_init__(self) -> None:
-        check_types(self)
-        super().__post_init__()  # the drafter's settings
+        super().__post_init__()  # types of every field, then the drafter's ranges
 
         def bad(name: str, why: str, value: Any) -> None:
             raise SRTConfigError(f"--srt.{name} {why}, got {value!r}")

@@ -73,7 +73,7 @@ def plain_class(actor_class):
 
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
-                       priority: bool = False, runahead_max_requests: int = 32, **kwargs):
+                       priority: bool = False, runahead_max_requests: int, **kwargs):
         from openrlhf_srt.vllm.engine import check_can_verify
         from openrlhf_srt.vllm.srt_config import DrafterConfig
 
