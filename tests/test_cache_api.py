@@ -8,7 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from openrlhf_srt.cache import CacheConfig, TreeCache
+from openrlhf_srt.cache import (
+    MAX_DEPTH_LIMIT,
+    MAX_DRAFT_TOKENS,
+    MIN_BYTE_BUDGET,
+    MIN_DEPTH_LIMIT,
+    CacheConfig,
+    TreeCache,
+    _tree,
+)
 
 
 def corpus(seed=0, n_prompts=6, samples=4, length=60, vocab=12):
@@ -92,6 +100,32 @@ def test_failed_step_changes_nothing():
     assert c.dump(7) == before
 
 
+# ------------------------------------------------------------------------- limits
+def test_limits_come_from_the_native_core_and_are_enforced_at_their_values():
+    from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
+
+    assert (MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET) == (
+        _tree.MIN_DEPTH_LIMIT, _tree.MAX_DEPTH_LIMIT, _tree.MAX_DRAFT_TOKENS, _tree.MIN_BYTE_BUDGET)
+    # What each limit stands for: 8-bit edge lengths, vLLM's num_speculative_tokens limit.
+    assert (MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET) == (255, 128, 64 * 1024)
+    CacheConfig(max_depth=MIN_DEPTH_LIMIT, byte_budget=MIN_BYTE_BUDGET)
+    c = TreeCache(CacheConfig(max_depth=MAX_DEPTH_LIMIT, max_draft_tokens=MAX_DRAFT_TOKENS))
+    for bad in ({"max_depth": MIN_DEPTH_LIMIT - 1}, {"max_depth": MAX_DEPTH_LIMIT + 1},
+                {"byte_budget": MIN_BYTE_BUDGET - 1},
+                {"max_draft_tokens": MAX_DRAFT_TOKENS + 1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CacheConfig(**bad)
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    assert c.draft(1, MAX_DRAFT_TOKENS).tokens.size == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        c.draft(1, MAX_DRAFT_TOKENS + 1)
+    with pytest.raises(ValueError, match=rf"budgets\[0\] exceeds {MAX_DRAFT_TOKENS}"):
+        c.step([1], np.array([], np.int32), [0], [MAX_DRAFT_TOKENS + 1])
+    DrafterConfig(max_draft_tokens=MAX_DRAFT_TOKENS)
+    with pytest.raises(SRTConfigError, match=rf"\[1, {MAX_DRAFT_TOKENS}\]"):
+        DrafterConfig(max_draft_tokens=MAX_DRAFT_TOKENS + 1)
+
+
 # ------------------------------------------------------------------ removal, window
 def test_drop_steps_before_equals_rebuild_from_survivors():
     data = corpus(seed=3)
@@ -115,7 +149,7 @@ def test_byte_budget_never_exceeded_and_lru_prompts_evicted_exactly():
     unlimited = TreeCache(CacheConfig(max_depth=16))
     fill(unlimited, data)
     budget = unlimited.stats()["bytes"] // 3
-    c = TreeCache(CacheConfig(max_depth=16, byte_budget=max(budget, 64 * 1024)))
+    c = TreeCache(CacheConfig(max_depth=16, byte_budget=max(budget, MIN_BYTE_BUDGET)))
     for i, (p, prompt, resp) in enumerate(data):
         c.add_sequence(i, 1000 + p, prompt, step=0)
         for k in range(0, len(resp), 7):
@@ -132,7 +166,7 @@ def test_byte_budget_never_exceeded_and_lru_prompts_evicted_exactly():
     fill(fresh, [d for d in data if d[0] in kept])
     assert c.dump() == fresh.dump()
     # Shrinking the budget evicts more; growing it evicts nothing.
-    c.resize(max(st["bytes"] // 2, 64 * 1024))
+    c.resize(max(st["bytes"] // 2, MIN_BYTE_BUDGET))
     assert c.stats()["bytes"] <= c.config.byte_budget
     c.check()
 
@@ -146,7 +180,7 @@ def _has(cache, p):
 
 
 def test_running_prompt_evicted_only_when_unavoidable_then_detached():
-    c = TreeCache(CacheConfig(max_depth=8, byte_budget=64 * 1024))
+    c = TreeCache(CacheConfig(max_depth=8, byte_budget=MIN_BYTE_BUDGET))
     c.add_sequence(1, 7, list(range(50)), step=0)
     rng = random.Random(0)
     while c.stats()["evicted_running"] == 0:  # one running sequence outgrows the budget

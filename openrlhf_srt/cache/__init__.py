@@ -1,7 +1,15 @@
 """Per-prompt rollout tree cache: native core, typed Python API, snapshots (docs/cache.md)."""
 
 from openrlhf_srt.cache.cache import BatchDrafts, Draft, TreeCache
-from openrlhf_srt.cache.config import RULES, CacheConfig
+from openrlhf_srt.cache.config import (
+    MAX_DEPTH_LIMIT,
+    MAX_DRAFT_TOKENS,
+    MIN_BYTE_BUDGET,
+    MIN_DEPTH_LIMIT,
+    RULES,
+    CacheConfig,
+)
 from openrlhf_srt.cache.keys import prompt_key
 
-__all__ = ["RULES", "BatchDrafts", "CacheConfig", "Draft", "TreeCache", "prompt_key"]
+__all__ = ["MAX_DEPTH_LIMIT", "MAX_DRAFT_TOKENS", "MIN_BYTE_BUDGET", "MIN_DEPTH_LIMIT", "RULES",
+           "BatchDrafts", "CacheConfig", "Draft", "TreeCache", "prompt_key"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from openrlhf_srt.cache import _tree
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache.config import MAX_DRAFT_TOKENS, CacheConfig
 
 TAGS = ("rollout", "runahead")
 SOURCES = {-1: None, 0: "prompt", 1: "global", 2: "merged"}
@@ -153,7 +153,7 @@ class TreeCache:
     # ---------------------------------------------------------------------- drafting
     def _budget(self, max_tokens, min_prob) -> tuple[int, float]:
         max_tokens = self.config.max_draft_tokens if max_tokens is None else max_tokens
-        max_tokens = _int(max_tokens, "max_tokens", 0, 1 << 20)
+        max_tokens = _int(max_tokens, "max_tokens", 0, MAX_DRAFT_TOKENS)
         min_prob = self.config.min_prob if min_prob is None else min_prob
         if isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not (
             0.0 <= min_prob <= 1.0
@@ -188,7 +188,8 @@ class TreeCache:
         """One engine step: append each sequence's new tokens, then draft a path for each.
 
         ``new_tokens`` is flat (int32), sequence i owning ``new_token_counts[i]`` of them in
-        order; ``budgets[i]`` is its draft budget (0: no draft). One native call, GIL released.
+        order; ``budgets[i]`` is its draft budget (0: no draft, at most MAX_DRAFT_TOKENS).
+        One native call, GIL released.
         """
         seqs = np.asarray(seq_ids)
         if seqs.ndim != 1 or (seqs.size and not np.issubdtype(seqs.dtype, np.integer)):

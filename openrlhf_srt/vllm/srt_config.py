@@ -25,12 +25,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache.config import MAX_DRAFT_TOKENS, CacheConfig
 from openrlhf_srt.drafting.budget import BudgetConfig
 
 ADDITIONAL_CONFIG_KEY = "openrlhf_srt"  # our entry in vLLM's additional_config
 PROPOSER_CLASS = "openrlhf_srt.vllm.proposer.SRTProposer"
-MAX_DRAFT_TOKENS = 128  # vLLM's limit on num_speculative_tokens
 NOT_A_FLAG = {"flag": False}  # field metadata: settable in code and tests, no --srt.* flag
 
 

@@ -38,6 +38,11 @@ nb::tuple draft_tuple(srt::DraftResult&& r) {
 
 NB_MODULE(_tree, m) {
   m.doc() = "Native per-prompt suffix-tree cache (see openrlhf_srt.cache)";
+  m.attr("MIN_DEPTH_LIMIT") = srt::kMinDepthLimit;
+  m.attr("MAX_DEPTH_LIMIT") = srt::kMaxDepthLimit;
+  m.attr("MAX_SEQ_LEN") = srt::kMaxSeqLen;
+  m.attr("MAX_DRAFT_TOKENS") = srt::kMaxDraftTokens;
+  m.attr("MIN_BYTE_BUDGET") = srt::kMinByteBudget;
   nb::class_<Cache>(m, "Cache")
       .def("__init__",
            [](Cache* self, int max_depth, uint64_t byte_budget, int rule, double min_prob,

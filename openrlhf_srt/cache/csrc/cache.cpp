@@ -16,10 +16,23 @@ void validate_tokens(const int32_t* toks, size_t n, const char* what) {
                                   to_string(i) + " of " + what + " is negative");
 }
 
-Cache::Cache(const Config& cfg) : cfg_(cfg), global_(cfg.max_depth) {
-  if (cfg.max_depth < 2 || cfg.max_depth > kMaxDepthLimit)
-    throw std::invalid_argument("max_depth must be in [2, 255]");
+// Checked before global_ is built, so a bad config fails with its own message.
+static const Config& checked(const Config& cfg) {
+  if (cfg.max_depth < kMinDepthLimit || cfg.max_depth > kMaxDepthLimit)
+    throw std::invalid_argument("max_depth must be in [" + to_string(kMinDepthLimit) + ", " +
+                                to_string(kMaxDepthLimit) + "]");
+  if (cfg.byte_budget < kMinByteBudget)
+    throw std::invalid_argument("byte_budget must be >= " + to_string(kMinByteBudget));
   if (cfg.rule < kPrompt || cfg.rule > kMerge) throw std::invalid_argument("unknown draft rule");
+  return cfg;
+}
+
+Cache::Cache(const Config& cfg) : cfg_(checked(cfg)), global_(cfg.max_depth) {}
+
+static void check_budget(int max_tokens, const char* what) {
+  if (max_tokens < 0 || max_tokens > kMaxDraftTokens)
+    throw std::invalid_argument(std::string(what) + " must be in [0, " +
+                                to_string(kMaxDraftTokens) + "], got " + to_string(max_tokens));
 }
 
 SeqInfo& Cache::seq_or_throw(int64_t seq) {
@@ -47,7 +60,8 @@ void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_
                          int64_t step, int tag) {
   std::lock_guard<std::mutex> lock(mu_);
   if (n == 0) throw std::invalid_argument("prompt_token_ids is empty");
-  if (n > kMaxSeqLen) throw std::invalid_argument("prompt_token_ids exceeds 16777215 tokens");
+  if (n > kMaxSeqLen)
+    throw std::invalid_argument("prompt_token_ids exceeds " + to_string(kMaxSeqLen) + " tokens");
   if (tag != kRollout && tag != kRunahead) throw std::invalid_argument("unknown tag");
   validate_tokens(prompt, n, "prompt_token_ids");
   if (seqs_.count(seq)) throw std::invalid_argument("duplicate seq_id " + to_string(seq));
@@ -237,11 +251,12 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
 
 DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
+  check_budget(max_tokens, "max_tokens");
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is finished; only running "
                                 "sequences are drafted for (use draft_context)");
-  if (info.detached || max_tokens <= 0) return DraftResult{};
+  if (info.detached || max_tokens == 0) return DraftResult{};
   PromptEntry& e = entry(info.key);
   e.last_use = ++tick_;
   int cap = match_cap(max_tokens);
@@ -255,10 +270,11 @@ DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
                                  size_t response_start, int max_tokens, double min_prob,
                                  bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
+  check_budget(max_tokens, "max_tokens");
   if (n == 0) throw std::invalid_argument("context_tokens is empty");
   if (response_start > n) throw std::invalid_argument("response_start exceeds the context");
   validate_tokens(ctx, n, "context_tokens");
-  if (max_tokens <= 0) return DraftResult{};
+  if (max_tokens == 0) return DraftResult{};
   int cap = match_cap(max_tokens);
   const Tree* a = nullptr;
   Pos pa;
@@ -285,6 +301,9 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
     if (!info.running) throw std::invalid_argument("seq_id " + to_string(seqs[i]) + " is finished");
     if (counts[i] < 0) throw std::invalid_argument("new_token_counts[" + to_string(i) + "] is negative");
     if (budgets[i] < 0) throw std::invalid_argument("budgets[" + to_string(i) + "] is negative");
+    if (budgets[i] > kMaxDraftTokens)
+      throw std::invalid_argument("budgets[" + to_string(i) + "] exceeds " +
+                                  to_string(kMaxDraftTokens));
     total += static_cast<size_t>(counts[i]);
     infos[i] = &info;
   }
@@ -331,6 +350,8 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
 
 void Cache::resize(uint64_t byte_budget) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (byte_budget < kMinByteBudget)
+    throw std::invalid_argument("byte_budget must be >= " + to_string(kMinByteBudget));
   cfg_.byte_budget = byte_budget;
   enforce_budget();
 }
