@@ -1,4 +1,5 @@
-"""TreeCache API: bad input, byte budget and eviction, snapshots, threads."""
+"""TreeCache API: bad input, named results, limits and the default rule, byte budget and
+eviction, snapshots, threads."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import numpy as np
 import pytest
 
 from openrlhf_srt.cache import (
+    DEFAULT_RULE,
     MAX_DEPTH_LIMIT,
     MAX_DRAFT_TOKENS,
     MIN_BYTE_BUDGET,
     MIN_DEPTH_LIMIT,
+    SOURCES,
+    BatchDrafts,
     CacheConfig,
+    Draft,
     TreeCache,
     _tree,
 )
@@ -100,7 +105,89 @@ def test_failed_step_changes_nothing():
     assert c.dump(7) == before
 
 
-# ------------------------------------------------------------------------- limits
+# ------------------------------------------------------------------- named results
+def merged_cache():
+    """Prompt 7 with two finished responses and one running sequence matched in both trees."""
+    c = TreeCache(CacheConfig(max_depth=8, min_prob=0.0))
+    for i, resp in enumerate(([4, 5, 6, 4, 5, 6], [4, 5, 6, 4, 5, 9])):
+        c.add_sequence(i, 7, [1, 2, 3], step=0)
+        c.extend(i, resp)
+        c.finish_sequence(i)
+    c.add_sequence(9, 7, [1, 2, 3], step=1)
+    c.extend(9, [4, 5])
+    return c
+
+
+def test_draft_has_named_read_only_fields():
+    d = merged_cache().draft(9, 4)
+    assert isinstance(d, Draft)
+    assert d.tokens.dtype == np.int32 and d.probs.dtype == np.float32
+    assert d.tokens.tolist() == [6, 4, 5, 6]
+    assert 0 < d.probs[-1] and np.all(np.diff(d.probs) <= 0) and d.probs[0] <= 1  # path probs
+    assert d.tree_tokens.dtype == np.int32 and d.tree_parents.dtype == np.int32
+    assert d.tree_probs.dtype == np.float32 and d.tree_tokens.size == 4
+    assert d.tree_parents[0] == -1 and d.tree_tokens[0] == 6
+    assert d.score == pytest.approx(float(d.probs.sum()))
+    assert d.match_len >= 2 and d.source == "merged"
+    with pytest.raises(ValueError, match="read-only"):
+        d.tokens[0] = 1
+    with pytest.raises(AttributeError):
+        d.score = 0.0
+    toks = d.tokens
+    del d  # the arrays are views that keep their draft alive
+    assert toks.tolist() == [6, 4, 5, 6]
+    none = TreeCache().draft_context(1, [5], 4)
+    assert none.source is None and none.match_len == 0 and none.tokens.size == 0
+
+
+def test_batch_drafts_have_named_fields_in_csr_form():
+    c = merged_cache()
+    c.add_sequence(10, 8, [42], step=1)  # nothing cached for this prompt: empty draft
+    out = c.step([9, 10], np.array([6], np.int32), [1, 0], [3, 3])
+    assert isinstance(out, BatchDrafts) and len(out) == 2
+    assert out.offsets.dtype == np.int64 and out.offsets.tolist() == [0, 3, 3]
+    assert out.tokens.dtype == np.int32 and out.probs.dtype == np.float32
+    assert out.match_len.dtype == np.int32 and out.score.dtype == np.float32
+    assert out.source.dtype == np.int8
+    assert [SOURCES[s] if s >= 0 else None for s in out.source] == ["merged", None]
+    assert out.lists() == [out.tokens.tolist(), []]
+    toks, probs = out[0]
+    assert toks.tolist() == out.tokens.tolist() and probs.tolist() == out.probs.tolist()
+    assert out.score[0] == pytest.approx(float(probs.sum())) and out.score[1] == 0
+    assert out[-1][0].size == 0
+    with pytest.raises(IndexError):
+        out[2]
+    with pytest.raises(ValueError, match="read-only"):
+        out.offsets[0] = 1
+
+
+def test_stats_are_a_dict_with_the_documented_keys():
+    c = TreeCache(CacheConfig(byte_budget=1 << 20))
+    s = c.stats()
+    assert set(s) == {"prompts", "sequences", "running", "detached", "runahead", "nodes",
+                      "global_nodes", "hubs", "bytes", "global_bytes", "tokens", "byte_budget",
+                      "evicted_prompts", "evicted_running"}
+    assert all(isinstance(v, int) for v in s.values()) and s["byte_budget"] == 1 << 20
+    c.resize(1 << 21)
+    assert c.stats()["byte_budget"] == 1 << 21 == c.config.byte_budget
+
+
+# ------------------------------------------------------------ limits, default rule
+def test_one_default_rule():
+    from openrlhf_srt.vllm.srt_config import DrafterConfig
+
+    assert DEFAULT_RULE == "merge"
+    assert CacheConfig().rule == DEFAULT_RULE == DrafterConfig().cache_config().rule
+    # The native core has no default of its own: it must be given the rule.
+    with pytest.raises(TypeError):
+        _tree.Cache(max_depth=8, byte_budget=1 << 20, global_weight=1.0)
+    # ... and a default cache drafts with it: pooled from both trees.
+    c = TreeCache()
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    c.extend(1, [4, 5, 4, 5])
+    assert c.draft(1, 2).source == "merged"
+
+
 def test_limits_come_from_the_native_core_and_are_enforced_at_their_values():
     from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
 
@@ -115,6 +202,8 @@ def test_limits_come_from_the_native_core_and_are_enforced_at_their_values():
                 {"max_draft_tokens": MAX_DRAFT_TOKENS + 1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             CacheConfig(**bad)
+    with pytest.raises(ValueError, match="byte_budget"):  # the native core checks it too
+        _tree.Cache(max_depth=8, byte_budget=MIN_BYTE_BUDGET - 1, rule="merge", global_weight=1.0)
     c.add_sequence(1, 7, [1, 2, 3], step=0)
     assert c.draft(1, MAX_DRAFT_TOKENS).tokens.size == 0
     with pytest.raises(ValueError, match="max_tokens"):

@@ -1,7 +1,8 @@
 """Per-prompt rollout tree cache: native core, typed Python API, snapshots (docs/cache.md)."""
 
-from openrlhf_srt.cache.cache import BatchDrafts, Draft, TreeCache
+from openrlhf_srt.cache.cache import SOURCES, TAGS, BatchDrafts, Draft, TreeCache
 from openrlhf_srt.cache.config import (
+    DEFAULT_RULE,
     MAX_DEPTH_LIMIT,
     MAX_DRAFT_TOKENS,
     MIN_BYTE_BUDGET,
@@ -11,5 +12,6 @@ from openrlhf_srt.cache.config import (
 )
 from openrlhf_srt.cache.keys import prompt_key
 
-__all__ = ["MAX_DEPTH_LIMIT", "MAX_DRAFT_TOKENS", "MIN_BYTE_BUDGET", "MIN_DEPTH_LIMIT", "RULES",
-           "BatchDrafts", "CacheConfig", "Draft", "TreeCache", "prompt_key"]
+__all__ = ["DEFAULT_RULE", "MAX_DEPTH_LIMIT", "MAX_DRAFT_TOKENS", "MIN_BYTE_BUDGET",
+           "MIN_DEPTH_LIMIT", "RULES", "SOURCES", "TAGS", "BatchDrafts", "CacheConfig",
+           "Draft", "TreeCache", "prompt_key"]

@@ -1,4 +1,4 @@
-"""Configuration of the tree cache and the limits it is checked against."""
+"""Configuration of the tree cache, the one default rule, and the limits it is checked against."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from dataclasses import dataclass
 
 from openrlhf_srt.cache import _tree
 
-RULES = ("prompt", "global", "best", "merge")
-# Limits are defined once, in the native core (csrc/limits.h), which enforces them; Python
-# reads them from there.
+# Limits and rule names are defined once, in the native core (csrc/limits.h, csrc/cache.h),
+# which enforces them; Python reads them from there.
 MIN_DEPTH_LIMIT: int = _tree.MIN_DEPTH_LIMIT
 MAX_DEPTH_LIMIT: int = _tree.MAX_DEPTH_LIMIT
 MAX_DRAFT_TOKENS: int = _tree.MAX_DRAFT_TOKENS
 MIN_BYTE_BUDGET: int = _tree.MIN_BYTE_BUDGET
+RULES: tuple[str, ...] = _tree.RULES
+# The default rule is defined here only: the native core has no default (the rule is always
+# passed in) and the drafter's --srt.cache_rule takes its default from here. Why merge:
+# docs/cache.md, "Drafting".
+DEFAULT_RULE = "merge"
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,8 @@ class CacheConfig:
         "prompt" (per-prompt tree only), "global" (global tree only), "best" (draft from
         each, keep the one whose best path has the higher expected accepted length),
         "merge" (pool the next-token counts of both; the global counts weighted by
-        ``global_weight``). Default "merge": the best path rule in the replay simulator
-        (docs/replay.md: 2.108 / 1.348 tokens per verification step at T=0.6 / 1.0 against
-        2.066 / 1.326 for "best" and 2.030 / 1.325 for "global").
+        ``global_weight``). Default DEFAULT_RULE ("merge"), the best path rule in the replay
+        simulator (docs/cache.md).
     min_prob: drafting stops when the path probability falls below this, in [0, 1].
     max_draft_tokens: default draft budget per call, in [0, MAX_DRAFT_TOKENS].
     global_weight: weight of the global tree's counts under rule "merge", >= 0.
@@ -39,7 +42,7 @@ class CacheConfig:
 
     max_depth: int = 32
     byte_budget: int = 1 << 30
-    rule: str = "merge"
+    rule: str = DEFAULT_RULE
     min_prob: float = 0.1
     max_draft_tokens: int = 16
     global_weight: float = 1.0
@@ -65,10 +68,6 @@ class CacheConfig:
                              f"got {self.max_draft_tokens!r}")
         if not _is_real(self.global_weight) or self.global_weight < 0:
             raise ValueError(f"global_weight must be a number >= 0, got {self.global_weight!r}")
-
-    @property
-    def rule_id(self) -> int:
-        return RULES.index(self.rule)
 
 
 def _is_real(v) -> bool:

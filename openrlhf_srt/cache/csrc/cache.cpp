@@ -215,13 +215,13 @@ int Cache::match_cap(int budget) const {
 }
 
 void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
-                       double min_prob, bool want_tree, DraftResult& r) {
+                       double min_prob, bool want_tree, Draft& r) {
   r.path.toks.clear();
   r.path.probs.clear();
   r.path.score = 0.0;
   r.tree = DraftTree{};
   r.match_len = 0;
-  r.source = -1;
+  r.source = kNoMatch;
   if (budget <= 0) return;
   Source src;
   if (cfg_.rule == kBest) {
@@ -236,7 +236,7 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
     if (use_b) std::swap(r.path, alt_);
     src = use_b ? sb : sa;
     r.match_len = use_b ? pb.depth : pa.depth;
-    r.source = (use_b ? pb : pa).valid() ? (use_b ? 1 : 0) : -1;
+    r.source = (use_b ? pb : pa).valid() ? (use_b ? kFromGlobal : kFromPrompt) : kNoMatch;
   } else {
     if (cfg_.rule != kGlobal) { src.a = a; src.pa = pa; }
     if (cfg_.rule != kPrompt) { src.b = b; src.pb = pb; }
@@ -244,37 +244,36 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
     draft_chain(src, budget, min_prob, r.path);
     bool va = src.pa.valid(), vb = src.pb.valid();
     r.match_len = std::max(va ? src.pa.depth : 0u, vb ? src.pb.depth : 0u);
-    r.source = va && vb ? 2 : va ? 0 : vb ? 1 : -1;
+    r.source = va && vb ? kFromBoth : va ? kFromPrompt : vb ? kFromGlobal : kNoMatch;
   }
   if (want_tree) draft_tree(src, budget, min_prob, r.tree);
 }
 
-DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
+Draft Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
   check_budget(max_tokens, "max_tokens");
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is finished; only running "
                                 "sequences are drafted for (use draft_context)");
-  if (info.detached || max_tokens == 0) return DraftResult{};
+  if (info.detached || max_tokens == 0) return Draft{};
   PromptEntry& e = entry(info.key);
   e.last_use = ++tick_;
   int cap = match_cap(max_tokens);
-  DraftResult r;
+  Draft r;
   make_draft(&e.tree, e.tree.locus_match(seq, cap), &global_, global_.locus_match(seq, cap),
              max_tokens, min_prob, want_tree, r);
   return r;
 }
 
-DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
-                                 size_t response_start, int max_tokens, double min_prob,
-                                 bool want_tree) {
+Draft Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
+                           int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
   check_budget(max_tokens, "max_tokens");
   if (n == 0) throw std::invalid_argument("context_tokens is empty");
   if (response_start > n) throw std::invalid_argument("response_start exceeds the context");
   validate_tokens(ctx, n, "context_tokens");
-  if (max_tokens == 0) return DraftResult{};
+  if (max_tokens == 0) return Draft{};
   int cap = match_cap(max_tokens);
   const Tree* a = nullptr;
   Pos pa;
@@ -285,13 +284,14 @@ DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
     pa = a->context_match(ctx, n, cap);
   }
   Pos pb = global_.context_match(ctx + response_start, n - response_start, cap);
-  DraftResult r;
+  Draft r;
   make_draft(a, pa, &global_, pb, max_tokens, min_prob, want_tree, r);
   return r;
 }
 
 void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
-                 const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out) {
+                 const int32_t* counts, const int32_t* budgets, double min_prob,
+                 BatchDrafts& out) {
   std::lock_guard<std::mutex> lock(mu_);
   // Validate everything first so that a bad call changes nothing.
   std::vector<SeqInfo*> infos(nseq);
@@ -326,7 +326,7 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   out.offsets.assign(1, 0);
   out.match_len.assign(nseq, 0);
   out.score.assign(nseq, 0.0f);
-  out.source.assign(nseq, -1);
+  out.source.assign(nseq, kNoMatch);
   out.toks.clear();
   out.probs.clear();
   for (size_t i = 0; i < nseq; ++i) {
@@ -334,7 +334,7 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
       SeqInfo& info = *infos[i];
       PromptEntry& e = *info.entry;
       int cap = match_cap(budgets[i]);
-      DraftResult& r = scratch_;
+      Draft& r = scratch_;
       make_draft(&e.tree, e.tree.locus_match_slot(pslot(seqs[i], info), cap), &global_,
                  global_.locus_match_slot(gslot(seqs[i], info), cap), budgets[i], min_prob,
                  false, r);

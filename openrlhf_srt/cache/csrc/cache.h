@@ -14,39 +14,69 @@
 
 namespace srt {
 
+// Names are exposed to Python (RULES, TAGS, SOURCES), index = code, so each mapping is
+// defined here once.
 enum Rule : int { kPrompt = 0, kGlobal = 1, kBest = 2, kMerge = 3 };
+inline constexpr const char* kRuleNames[] = {"prompt", "global", "best", "merge"};
 enum Tag : int { kRollout = 0, kRunahead = 1 };
+inline constexpr const char* kTagNames[] = {"rollout", "runahead"};
+// Which trees a draft came from; kNoMatch: none matched, the draft is empty.
+enum DraftSource : int8_t { kNoMatch = -1, kFromPrompt = 0, kFromGlobal = 1, kFromBoth = 2 };
+inline constexpr const char* kSourceNames[] = {"prompt", "global", "merged"};
 
+// No defaults: every field is passed in from openrlhf_srt.cache.CacheConfig, the one
+// definition of the defaults (the rule's included).
 struct Config {
-  int max_depth = 32;
-  uint64_t byte_budget = 1ull << 30;
-  int rule = kBest;
-  double min_prob = 0.1;
-  int max_draft_tokens = 16;
-  double global_weight = 1.0;
+  int max_depth;
+  uint64_t byte_budget;
+  int rule;
+  double global_weight;  // weight of the global tree's counts under kMerge
 };
 
-struct DraftResult {
-  Chain path;
-  DraftTree tree;
+// A draft for one context (exposed to Python as openrlhf_srt.cache.Draft).
+struct Draft {
+  Chain path;      // the best single path, what a chain verifier checks
+  DraftTree tree;  // best-first draft tree (empty unless asked for)
   int match_len = 0;
-  int source = -1;  // -1 none, 0 prompt tree, 1 global tree, 2 both pooled
+  int source = kNoMatch;
 };
 
-struct StepOut {
+// Best paths of one engine step, CSR: sequence i owns toks[offsets[i]:offsets[i+1]]
+// (exposed to Python as openrlhf_srt.cache.BatchDrafts).
+struct BatchDrafts {
   std::vector<int64_t> offsets;
   std::vector<int32_t> toks;
-  std::vector<float> probs;
+  std::vector<float> probs;  // path probability after each token
   std::vector<int32_t> match_len;
-  std::vector<float> score;
-  std::vector<int8_t> source;
+  std::vector<float> score;  // expected accepted tokens of each path
+  std::vector<int8_t> source;  // DraftSource per sequence
 };
 
+// Live figures; Python gets them as a dict keyed by the names for_each_figure gives them
+// (docs/cache.md says what each means).
 struct Stats {
   size_t prompts = 0, sequences = 0, running = 0, detached = 0, runahead = 0;
   size_t nodes = 0, global_nodes = 0, hubs = 0, bytes = 0, global_bytes = 0, tokens = 0;
-  size_t evicted_prompts = 0, evicted_running = 0;
+  size_t byte_budget = 0, evicted_prompts = 0, evicted_running = 0;
 };
+
+template <class F>
+void for_each_figure(const Stats& s, F&& f) {
+  f("prompts", s.prompts);
+  f("sequences", s.sequences);
+  f("running", s.running);
+  f("detached", s.detached);
+  f("runahead", s.runahead);
+  f("nodes", s.nodes);
+  f("global_nodes", s.global_nodes);
+  f("hubs", s.hubs);
+  f("bytes", s.bytes);
+  f("global_bytes", s.global_bytes);
+  f("tokens", s.tokens);
+  f("byte_budget", s.byte_budget);
+  f("evicted_prompts", s.evicted_prompts);
+  f("evicted_running", s.evicted_running);
+}
 
 struct PromptEntry {
   std::vector<int32_t> prompt;
@@ -91,11 +121,11 @@ class Cache {
   void finish(int64_t seq);
   void remove(int64_t seq);
   size_t drop_steps_before(int64_t step);
-  DraftResult draft(int64_t seq, int max_tokens, double min_prob, bool want_tree);
-  DraftResult draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
-                            int max_tokens, double min_prob, bool want_tree);
+  Draft draft(int64_t seq, int max_tokens, double min_prob, bool want_tree);
+  Draft draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
+                      int max_tokens, double min_prob, bool want_tree);
   void step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
-            const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out);
+            const int32_t* counts, const int32_t* budgets, double min_prob, BatchDrafts& out);
   void resize(uint64_t byte_budget);
   void clear();
   Stats stats();
@@ -117,7 +147,7 @@ class Cache {
   void enforce_budget();
   void evict(uint64_t key);
   void make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget, double min_prob,
-                  bool want_tree, DraftResult& r);
+                  bool want_tree, Draft& r);
   int match_cap(int budget) const;
 
   std::mutex mu_;  // one lock for the whole forest; see docs/cache.md
@@ -130,7 +160,7 @@ class Cache {
   size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
   size_t evicted_prompts_ = 0, evicted_running_ = 0;
   Chain alt_;             // scratch for rule "best" (guarded by mu_)
-  DraftResult scratch_;   // scratch for step()
+  Draft scratch_;         // scratch for step()
 };
 
 void validate_tokens(const int32_t* toks, size_t n, const char* what);

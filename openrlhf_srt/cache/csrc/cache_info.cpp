@@ -26,6 +26,7 @@ Stats Cache::stats() {
   s.tokens += global_.live_tokens();  // response tokens
   s.bytes = total_bytes();
   s.global_bytes = global_.bytes();
+  s.byte_budget = cfg_.byte_budget;
   s.evicted_prompts = evicted_prompts_;
   s.evicted_running = evicted_running_;
   return s;
