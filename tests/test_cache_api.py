@@ -1,5 +1,5 @@
 """TreeCache API: bad input, named results, limits and the default rule, byte budget and
-eviction, snapshots, threads."""
+eviction, state export/import, snapshots, threads."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from openrlhf_srt.cache import (
     SOURCES,
     BatchDrafts,
     CacheConfig,
+    CacheState,
     Draft,
     TreeCache,
     _tree,
+    snapshot,
 )
 
 
@@ -285,6 +287,65 @@ def test_running_prompt_evicted_only_when_unavoidable_then_detached():
     assert c.stats()["detached"] == 0
 
 
+# --------------------------------------------------------------- state export/import
+def test_state_export_import_round_trip():
+    data = corpus(seed=4)
+    c = TreeCache(CacheConfig(max_depth=10, global_weight=0.5))
+    fill(c, data[:-3], step=1)
+    fill(c, data[-3:], first_id=500, step=2, finish=False)  # still running
+    c.add_sequence(900, 1000, data[0][1], step=3, tag="runahead")
+    st = c.export_state()
+    assert isinstance(st, CacheState) and st.config == c.config
+    dtypes = {"prompt_keys": np.uint64, "prompt_lens": np.uint32, "prompt_tokens": np.int32,
+              "seq_ids": np.int64, "seq_keys": np.uint64, "steps": np.int64, "tags": np.uint8,
+              "running": np.uint8, "response_lens": np.uint32, "response_tokens": np.int32}
+    assert {k: v.dtype for k, v in st.arrays().items()} == {k: np.dtype(t) for k, t in dtypes.items()}
+    assert len(st.prompt_keys) == 6 and len(st.seq_ids) == len(data) + 1
+    assert st.prompt_keys[-1] == 1000  # the most recently used prompt comes last
+    assert int(st.running.sum()) == 4 and int(st.tags.sum()) == 1
+    assert int(st.response_lens.sum()) == len(st.response_tokens) == sum(len(r) for *_, r in data)
+    d = TreeCache.from_state(st)
+    d.check()
+    assert d.config == c.config and d.stats() == c.stats() | {"bytes": d.stats()["bytes"]}
+    assert d.dump() == c.dump()
+    for p in range(6):
+        assert d.dump(1000 + p) == c.dump(1000 + p)
+    for i in (500, 501, 502, 900):
+        assert d.draft(i, 6).tokens.tolist() == c.draft(i, 6).tokens.tolist()
+    again = d.export_state()  # same prompts in the same order, same sequences
+    for k, v in st.arrays().items():
+        assert np.array_equal(getattr(again, k), v), k
+
+
+def test_bad_states_are_refused_whole():
+    c = TreeCache(CacheConfig(max_depth=8))
+    fill(c, corpus(seed=2, n_prompts=2, samples=2, length=10))
+    st = c.export_state()
+    before = c.dump()
+    a = st.arrays()
+
+    def with_(**changed):
+        return CacheState(config=st.config, **{**a, **changed})
+
+    cases = [
+        (with_(seq_keys=np.full_like(a["seq_keys"], 5)), "names a prompt key"),
+        (with_(prompt_lens=a["prompt_lens"] + 1), "do not add up"),
+        (with_(response_lens=a["response_lens"][:-1]), "differ in length"),
+        (with_(tags=np.full_like(a["tags"], 7)), "unknown tag"),
+        (with_(seq_ids=np.zeros_like(a["seq_ids"])), "listed twice"),
+        (with_(prompt_keys=np.full_like(a["prompt_keys"], 1000)), "listed twice"),
+        (with_(response_tokens=-a["response_tokens"] - 1), "negative"),
+        (with_(steps=a["steps"].astype(np.int32)), "steps must be a 1-D contiguous int64"),
+        (with_(seq_ids=a["seq_ids"][::-1][::2]), "seq_ids must be a 1-D contiguous int64"),
+    ]
+    for state, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            TreeCache.from_state(state)
+    with pytest.raises(ValueError, match="CacheState"):
+        TreeCache.from_state(a)
+    assert c.dump() == before  # the exporting cache is never touched
+
+
 # ------------------------------------------------------------------------ snapshot
 def test_snapshot_round_trip_gives_identical_drafts(tmp_path):
     data = corpus(seed=7)
@@ -328,6 +389,44 @@ def test_corrupt_truncated_and_wrong_version_snapshots_are_rejected(tmp_path):
         p.write_bytes(blob)
         with pytest.raises(ValueError, match=msgs[name]):
             TreeCache.load(p)
+
+
+# A version-1 snapshot written by commit 727cb74, before the state export/import existed:
+# prompts 9 and 7, sequence 1 finished, 2 (run-ahead) and -3 running.
+V1_SNAPSHOT = bytes.fromhex(
+    "535254434143484501000000c60000007b22636f6e666967223a207b22627974655f627564676574223a2031"
+    "3034383537362c2022676c6f62616c5f776569676874223a20302e352c20226d61785f6465707468223a2036"
+    "2c20226d61785f64726166745f746f6b656e73223a20342c20226d696e5f70726f62223a20302e32352c2022"
+    "72756c65223a202262657374227d2c202270726f6d70745f746f6b656e73223a20352c202270726f6d707473"
+    "223a20322c2022726573706f6e73655f746f6b656e73223a20392c202273657173223a20337d090000000000"
+    "0000070000000000000002000000030000000800000008000000010000000200000003000000020000000000"
+    "00000100000000000000fdffffffffffffff0900000000000000070000000000000007000000000000000100"
+    "0000000000000000000000000000020000000000000001000001000103000000040000000200000004000000"
+    "0500000006000000040000000500000004000000050000000400000005000000f05cf2fe5feba274dc40e518"
+    "b31a55a604e3244da38eebd504cc4bd05d2ec839"
+)
+
+
+def test_snapshot_format_version_1_is_unchanged():
+    c = TreeCache.from_state(snapshot.decode(V1_SNAPSHOT))
+    c.check()
+    assert c.config == CacheConfig(max_depth=6, byte_budget=1 << 20, rule="best", min_prob=0.25,
+                                   max_draft_tokens=4, global_weight=0.5)
+    st = c.export_state()
+    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
+    assert st.tags.tolist() == [1, 0, 0] and st.prompt_keys.tolist() == [9, 7]
+    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+
+
+def test_inconsistent_snapshot_is_refused_naming_the_file(tmp_path):
+    c = TreeCache()
+    fill(c, corpus(seed=1, n_prompts=2, samples=2, length=20))
+    st = c.export_state()
+    bad = CacheState(config=st.config, **{**st.arrays(), "seq_keys": st.seq_keys + 1})
+    path = tmp_path / "bad.srt"
+    snapshot.write(bad, path)  # framing is fine, the contents are not
+    with pytest.raises(ValueError, match=f"{path}: not a valid tree-cache snapshot: .*prompt key"):
+        TreeCache.load(path)
 
 
 # ------------------------------------------------------------------------- threads

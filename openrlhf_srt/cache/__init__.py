@@ -1,4 +1,5 @@
-"""Per-prompt rollout tree cache: native core, typed Python API, snapshots (docs/cache.md)."""
+"""Per-prompt rollout tree cache: native core, typed Python API, state export/import and
+snapshots (docs/cache.md)."""
 
 from openrlhf_srt.cache.cache import SOURCES, TAGS, BatchDrafts, Draft, TreeCache
 from openrlhf_srt.cache.config import (
@@ -11,7 +12,8 @@ from openrlhf_srt.cache.config import (
     CacheConfig,
 )
 from openrlhf_srt.cache.keys import prompt_key
+from openrlhf_srt.cache.state import CacheState
 
 __all__ = ["DEFAULT_RULE", "MAX_DEPTH_LIMIT", "MAX_DRAFT_TOKENS", "MIN_BYTE_BUDGET",
            "MIN_DEPTH_LIMIT", "RULES", "SOURCES", "TAGS", "BatchDrafts", "CacheConfig",
-           "Draft", "TreeCache", "prompt_key"]
+           "CacheState", "Draft", "TreeCache", "prompt_key"]

@@ -12,14 +12,15 @@ import os
 
 import numpy as np
 
-from openrlhf_srt.cache import _tree
+from openrlhf_srt.cache import _tree, snapshot
 from openrlhf_srt.cache.config import MAX_DRAFT_TOKENS, CacheConfig
+from openrlhf_srt.cache.state import CacheState
 
 # Named native results (see their docstrings and docs/cache.md): Draft from draft() and
 # draft_context(), BatchDrafts from step(). Their arrays are read-only views, no copies.
 Draft = _tree.Draft
 BatchDrafts = _tree.BatchDrafts
-TAGS: tuple[str, ...] = _tree.TAGS  # add_sequence's tag; the native core takes the index
+TAGS: tuple[str, ...] = _tree.TAGS  # add_sequence's tag; CacheState.tags holds the index
 SOURCES: tuple[str, ...] = _tree.SOURCES  # BatchDrafts.source holds the index, -1 for none
 _I32_MAX = (1 << 31) - 1
 _I64 = (-(1 << 63), (1 << 63) - 1)
@@ -186,19 +187,39 @@ class TreeCache:
         paths, counts, conts = _native(self._c.dump, glob, key)
         return {tuple(p): (c, k) for p, c, k in zip(paths, counts, conts)}
 
-    # ------------------------------------------------------------------------ snapshot
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a snapshot (atomic: temp file + os.replace); see openrlhf_srt.cache.snapshot."""
-        from openrlhf_srt.cache.snapshot import save
+    # ------------------------------------------------------------------ state, snapshots
+    def export_state(self) -> CacheState:
+        """Everything a rebuild needs (config, prompts, sequences) as named arrays; see
+        CacheState. One native call, GIL released."""
+        return CacheState(config=self.config, **self._c.export_state())
 
-        save(self, path)
+    @classmethod
+    def from_state(cls, state: CacheState) -> TreeCache:
+        """A new cache rebuilt from an exported state: identical trees, identical drafts.
+
+        The state is checked whole before anything is inserted (array dtypes and lengths,
+        prompt references, tags, token ids); a bad one raises ValueError saying what is
+        wrong. No existing cache is touched either way."""
+        if not isinstance(state, CacheState):
+            raise ValueError(f"state must be a CacheState, got {type(state).__name__}")  # noqa: TRY004
+        cache = cls(state.config)
+        _native(cache._c.import_state, state.arrays())
+        return cache
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a snapshot of export_state() (atomic: temp file + os.replace); see
+        openrlhf_srt.cache.snapshot."""
+        snapshot.write(self.export_state(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TreeCache:
-        """Restore a snapshot; corrupt, truncated or wrong-version files raise ValueError."""
-        from openrlhf_srt.cache.snapshot import load
-
-        return load(path)
+        """A new cache from a snapshot; corrupt, truncated, wrong-version or inconsistent files
+        raise ValueError."""
+        state = snapshot.read(path)
+        try:
+            return cls.from_state(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a valid tree-cache snapshot: {e}") from None
 
 
 def _small_ints(values, name: str, n: int) -> np.ndarray:

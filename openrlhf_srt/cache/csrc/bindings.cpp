@@ -1,5 +1,5 @@
 // nanobind module openrlhf_srt.cache._tree: the forest, its named results (Draft,
-// BatchDrafts), the stats dict and the limits. The typed API is
+// BatchDrafts), the stats dict, the state export/import and the limits. The typed API is
 // openrlhf_srt/cache/cache.py; this layer converts arrays and releases the GIL around native
 // work.
 #include <nanobind/nanobind.h>
@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <iterator>
 #include <string>
+#include <type_traits>
 
 #include "cache.h"
 
@@ -72,6 +73,15 @@ int rule_code(const std::string& rule) {
     throw std::invalid_argument("rule must be one of " + known + ", got '" + rule + "'");
   }
   return static_cast<int>(it - std::begin(t));
+}
+
+template <class T>
+const char* dtype_name() {
+  if constexpr (std::is_same_v<T, uint64_t>) return "uint64";
+  else if constexpr (std::is_same_v<T, int64_t>) return "int64";
+  else if constexpr (std::is_same_v<T, uint32_t>) return "uint32";
+  else if constexpr (std::is_same_v<T, int32_t>) return "int32";
+  else return "uint8";
 }
 
 constexpr const char* kDraftDoc = R"(A draft for one context (read-only).
@@ -221,15 +231,33 @@ NB_MODULE(_tree, m) {
              c.dump(global, key, paths, counts, conts);
              return nb::make_tuple(paths, counts, conts);
            })
-      .def("export_state", [](Cache& c) {
-        std::vector<std::pair<uint64_t, std::vector<int32_t>>> prompts;
-        std::vector<srt::SeqExport> seqs;
-        c.export_state(prompts, seqs);
-        nb::list lp, ls;
-        for (auto& [key, toks] : prompts) lp.append(nb::make_tuple(key, to_numpy(std::move(toks))));
-        for (auto& s : seqs)
-          ls.append(nb::make_tuple(s.id, s.key, s.step, s.tag, s.running,
-                                   to_numpy(std::move(s.response))));
-        return nb::make_tuple(lp, ls);
-      });
+      .def("export_state",
+           [](Cache& c) {
+             srt::State s;
+             {
+               nb::gil_scoped_release rel;
+               s = c.export_state();
+             }
+             nb::dict d;
+             srt::for_each_array(s, [&](const char* name, auto& v) {
+               d[name] = to_numpy(std::move(v));
+             });
+             return d;
+           },
+           "The state's arrays by name (srt::State in cache.h says what each holds).")
+      .def("import_state",
+           [](Cache& c, nb::dict arrays) {
+             srt::State s;
+             srt::for_each_array(s, [&](const char* name, auto& v) {
+               using T = typename std::decay_t<decltype(v)>::value_type;
+               In<T> a;
+               if (!arrays.contains(name) || !nb::try_cast(arrays[name], a, false))
+                 throw std::invalid_argument(std::string("state: ") + name + " must be a 1-D " +
+                                             "contiguous " + dtype_name<T>() + " array");
+               v.assign(a.data(), a.data() + a.shape(0));
+             });
+             nb::gil_scoped_release rel;
+             c.import_state(s);
+           },
+           "Rebuild an empty cache from export_state()'s arrays; a bad state changes nothing.");
 }

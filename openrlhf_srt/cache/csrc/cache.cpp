@@ -59,6 +59,11 @@ size_t Cache::total_bytes() const {
 void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_t n,
                          int64_t step, int tag) {
   std::lock_guard<std::mutex> lock(mu_);
+  add_locked(seq, key, prompt, n, step, tag);
+}
+
+void Cache::add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
+                       int tag) {
   if (n == 0) throw std::invalid_argument("prompt_token_ids is empty");
   if (n > kMaxSeqLen)
     throw std::invalid_argument("prompt_token_ids exceeds " + to_string(kMaxSeqLen) + " tokens");
@@ -119,6 +124,10 @@ void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
 
 void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
+  extend_locked(seq, toks, n);
+}
+
+void Cache::extend_locked(int64_t seq, const int32_t* toks, size_t n) {
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running) throw std::invalid_argument("seq_id " + to_string(seq) + " is finished");
   validate_tokens(toks, n, "tokens");
@@ -129,6 +138,10 @@ void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
 
 void Cache::finish(int64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
+  finish_locked(seq);
+}
+
+void Cache::finish_locked(int64_t seq) {
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is already finished");

@@ -78,6 +78,38 @@ void for_each_figure(const Stats& s, F&& f) {
   f("evicted_running", s.evicted_running);
 }
 
+// What a rebuild needs, in flat arrays: the cached prompts (least recently used first; prompt
+// i owns prompt_lens[i] tokens of prompt_tokens) and every registered sequence that is not
+// detached, grouped by prompt in the same order (sequence j owns response_lens[j] tokens of
+// response_tokens). Trees are canonical, so importing it gives identical trees.
+struct State {
+  std::vector<uint64_t> prompt_keys;
+  std::vector<uint32_t> prompt_lens;
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int64_t> seq_ids;
+  std::vector<uint64_t> seq_keys;
+  std::vector<int64_t> steps;
+  std::vector<uint8_t> tags;     // Tag
+  std::vector<uint8_t> running;  // 1: still running, 0: finished
+  std::vector<uint32_t> response_lens;
+  std::vector<int32_t> response_tokens;
+};
+
+// Calls f(name, array) for every array of a State: the one list of their names.
+template <class S, class F>
+void for_each_array(S& s, F&& f) {
+  f("prompt_keys", s.prompt_keys);
+  f("prompt_lens", s.prompt_lens);
+  f("prompt_tokens", s.prompt_tokens);
+  f("seq_ids", s.seq_ids);
+  f("seq_keys", s.seq_keys);
+  f("steps", s.steps);
+  f("tags", s.tags);
+  f("running", s.running);
+  f("response_lens", s.response_lens);
+  f("response_tokens", s.response_tokens);
+}
+
 struct PromptEntry {
   std::vector<int32_t> prompt;
   Tree tree;
@@ -99,15 +131,6 @@ struct SeqInfo {
   uint64_t stamp = 0;  // last step() call that named it, to find duplicates
   uint32_t pslot = 0, gslot = 0;
   uint64_t pepoch = ~0ull, gepoch = ~0ull;
-};
-
-struct SeqExport {  // one registered sequence, for snapshots
-  int64_t id;
-  uint64_t key;
-  int64_t step;
-  int tag;
-  bool running;
-  std::vector<int32_t> response;
 };
 
 class Cache {
@@ -132,11 +155,18 @@ class Cache {
   std::string check();
   void dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& paths,
             std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
-  void export_state(std::vector<std::pair<uint64_t, std::vector<int32_t>>>& prompts,
-                    std::vector<SeqExport>& seqs);
+  State export_state();
+  // Rebuild from an exported state; only into an empty cache. Validates the whole state
+  // first, so a bad one changes nothing.
+  void import_state(const State& s);
 
  private:
   SeqInfo& seq_or_throw(int64_t seq);
+  // The public calls' work, under mu_ already held.
+  void add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
+                  int tag);
+  void extend_locked(int64_t seq, const int32_t* toks, size_t n);
+  void finish_locked(int64_t seq);
   PromptEntry& entry(uint64_t key) { return *prompts_.at(key); }
   void append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n);
   uint32_t pslot(int64_t seq, SeqInfo& info);
