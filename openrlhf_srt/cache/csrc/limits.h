@@ -1,6 +1,6 @@
-// The cache's limits, defined once. The bindings expose them to Python
-// (openrlhf_srt.cache: MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT, MAX_SEQ_LEN, MAX_DRAFT_TOKENS,
-// MIN_BYTE_BUDGET), which validates configs and arguments against the same values.
+// The cache's limits, defined once. The bindings expose them (openrlhf_srt.cache._tree:
+// MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT, MAX_SEQ_LEN, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET); Python
+// validates configs and arguments against the same values.
 #pragma once
 
 #include <cstdint>
