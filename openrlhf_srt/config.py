@@ -22,6 +22,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from openrlhf_srt.cache.config import MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_DEPTH_LIMIT
 from openrlhf_srt.cache.config import RULES as CACHE_RULES
 from openrlhf_srt.drafting.budget import BUDGET_RULES
 from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
@@ -147,9 +148,11 @@ def parse_bytes(text: str) -> int:
 def _help(name: str) -> str:
     return {
         "enable": "SRT drafter, sticky routing and run-ahead on (1) or OpenRLHF's engines (0)",
-        "max_depth": "tree depth: longest token string indexed per prompt (2-255)",
+        "max_depth": "tree depth: longest token string indexed per prompt "
+                     f"({MIN_DEPTH_LIMIT}-{MAX_DEPTH_LIMIT})",
         "budget": "draft length rule per sequence and step",
-        "max_draft_tokens": "vLLM num_speculative_tokens: largest draft per step (1-128)",
+        "max_draft_tokens": "vLLM num_speculative_tokens: largest draft per step "
+                            f"(1-{MAX_DRAFT_TOKENS})",
         "global_weight": "weight of the global tree's counts under cache_rule merge (>= 0)",
         "length_aware_full_at": "budget length_aware: response length given the full draft",
         "length_aware_min": "budget length_aware: draft length of a sequence just started",

@@ -1,4 +1,5 @@
-"""TreeCache API: bad input, byte budget and eviction, snapshots, threads."""
+"""TreeCache API: bad input, named results, limits and the default rule, byte budget and
+eviction, state export/import, snapshots, threads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ import threading
 import numpy as np
 import pytest
 
-from openrlhf_srt.cache import CacheConfig, TreeCache
+from openrlhf_srt.cache import (
+    DEFAULT_RULE,
+    MAX_DEPTH_LIMIT,
+    MAX_DRAFT_TOKENS,
+    MIN_BYTE_BUDGET,
+    MIN_DEPTH_LIMIT,
+    SOURCES,
+    BatchDrafts,
+    CacheConfig,
+    CacheState,
+    Draft,
+    TreeCache,
+    _tree,
+    snapshot,
+)
 
 
 def corpus(seed=0, n_prompts=6, samples=4, length=60, vocab=12):
@@ -92,6 +107,116 @@ def test_failed_step_changes_nothing():
     assert c.dump(7) == before
 
 
+# ------------------------------------------------------------------- named results
+def merged_cache():
+    """Prompt 7 with two finished responses and one running sequence matched in both trees."""
+    c = TreeCache(CacheConfig(max_depth=8, min_prob=0.0))
+    for i, resp in enumerate(([4, 5, 6, 4, 5, 6], [4, 5, 6, 4, 5, 9])):
+        c.add_sequence(i, 7, [1, 2, 3], step=0)
+        c.extend(i, resp)
+        c.finish_sequence(i)
+    c.add_sequence(9, 7, [1, 2, 3], step=1)
+    c.extend(9, [4, 5])
+    return c
+
+
+def test_draft_has_named_read_only_fields():
+    d = merged_cache().draft(9, 4)
+    assert isinstance(d, Draft)
+    assert d.tokens.dtype == np.int32 and d.probs.dtype == np.float32
+    assert d.tokens.tolist() == [6, 4, 5, 6]
+    assert 0 < d.probs[-1] and np.all(np.diff(d.probs) <= 0) and d.probs[0] <= 1  # path probs
+    assert d.tree_tokens.dtype == np.int32 and d.tree_parents.dtype == np.int32
+    assert d.tree_probs.dtype == np.float32 and d.tree_tokens.size == 4
+    assert d.tree_parents[0] == -1 and d.tree_tokens[0] == 6
+    assert d.score == pytest.approx(float(d.probs.sum()))
+    assert d.match_len >= 2 and d.source == "merged"
+    with pytest.raises(ValueError, match="read-only"):
+        d.tokens[0] = 1
+    with pytest.raises(AttributeError):
+        d.score = 0.0
+    toks = d.tokens
+    del d  # the arrays are views that keep their draft alive
+    assert toks.tolist() == [6, 4, 5, 6]
+    none = TreeCache().draft_context(1, [5], 4)
+    assert none.source is None and none.match_len == 0 and none.tokens.size == 0
+
+
+def test_batch_drafts_have_named_fields_in_csr_form():
+    c = merged_cache()
+    c.add_sequence(10, 8, [42], step=1)  # nothing cached for this prompt: empty draft
+    out = c.step([9, 10], np.array([6], np.int32), [1, 0], [3, 3])
+    assert isinstance(out, BatchDrafts) and len(out) == 2
+    assert out.offsets.dtype == np.int64 and out.offsets.tolist() == [0, 3, 3]
+    assert out.tokens.dtype == np.int32 and out.probs.dtype == np.float32
+    assert out.match_len.dtype == np.int32 and out.score.dtype == np.float32
+    assert out.source.dtype == np.int8
+    assert [SOURCES[s] if s >= 0 else None for s in out.source] == ["merged", None]
+    assert out.lists() == [out.tokens.tolist(), []]
+    toks, probs = out[0]
+    assert toks.tolist() == out.tokens.tolist() and probs.tolist() == out.probs.tolist()
+    assert out.score[0] == pytest.approx(float(probs.sum())) and out.score[1] == 0
+    assert out[-1][0].size == 0
+    with pytest.raises(IndexError):
+        out[2]
+    with pytest.raises(ValueError, match="read-only"):
+        out.offsets[0] = 1
+
+
+def test_stats_are_a_dict_with_the_documented_keys():
+    c = TreeCache(CacheConfig(byte_budget=1 << 20))
+    s = c.stats()
+    assert set(s) == {"prompts", "sequences", "running", "detached", "runahead", "nodes",
+                      "global_nodes", "hubs", "bytes", "global_bytes", "tokens", "byte_budget",
+                      "evicted_prompts", "evicted_running"}
+    assert all(isinstance(v, int) for v in s.values()) and s["byte_budget"] == 1 << 20
+    c.resize(1 << 21)
+    assert c.stats()["byte_budget"] == 1 << 21 == c.config.byte_budget
+
+
+# ------------------------------------------------------------ limits, default rule
+def test_one_default_rule():
+    from openrlhf_srt.vllm.srt_config import DrafterConfig
+
+    assert DEFAULT_RULE == "merge"
+    assert CacheConfig().rule == DEFAULT_RULE == DrafterConfig().cache_config().rule
+    # The native core has no default of its own: it must be given the rule.
+    with pytest.raises(TypeError):
+        _tree.Cache(max_depth=8, byte_budget=1 << 20, global_weight=1.0)
+    # ... and a default cache drafts with it: pooled from both trees.
+    c = TreeCache()
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    c.extend(1, [4, 5, 4, 5])
+    assert c.draft(1, 2).source == "merged"
+
+
+def test_limits_come_from_the_native_core_and_are_enforced_at_their_values():
+    from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
+
+    assert (MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET) == (
+        _tree.MIN_DEPTH_LIMIT, _tree.MAX_DEPTH_LIMIT, _tree.MAX_DRAFT_TOKENS, _tree.MIN_BYTE_BUDGET)
+    # What each limit stands for: 8-bit edge lengths, vLLM's num_speculative_tokens limit.
+    assert (MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET) == (255, 128, 64 * 1024)
+    CacheConfig(max_depth=MIN_DEPTH_LIMIT, byte_budget=MIN_BYTE_BUDGET)
+    c = TreeCache(CacheConfig(max_depth=MAX_DEPTH_LIMIT, max_draft_tokens=MAX_DRAFT_TOKENS))
+    for bad in ({"max_depth": MIN_DEPTH_LIMIT - 1}, {"max_depth": MAX_DEPTH_LIMIT + 1},
+                {"byte_budget": MIN_BYTE_BUDGET - 1},
+                {"max_draft_tokens": MAX_DRAFT_TOKENS + 1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CacheConfig(**bad)
+    with pytest.raises(ValueError, match="byte_budget"):  # the native core checks it too
+        _tree.Cache(max_depth=8, byte_budget=MIN_BYTE_BUDGET - 1, rule="merge", global_weight=1.0)
+    c.add_sequence(1, 7, [1, 2, 3], step=0)
+    assert c.draft(1, MAX_DRAFT_TOKENS).tokens.size == 0
+    with pytest.raises(ValueError, match="max_tokens"):
+        c.draft(1, MAX_DRAFT_TOKENS + 1)
+    with pytest.raises(ValueError, match=rf"budgets\[0\] exceeds {MAX_DRAFT_TOKENS}"):
+        c.step([1], np.array([], np.int32), [0], [MAX_DRAFT_TOKENS + 1])
+    DrafterConfig(max_draft_tokens=MAX_DRAFT_TOKENS)
+    with pytest.raises(SRTConfigError, match=rf"\[1, {MAX_DRAFT_TOKENS}\]"):
+        DrafterConfig(max_draft_tokens=MAX_DRAFT_TOKENS + 1)
+
+
 # ------------------------------------------------------------------ removal, window
 def test_drop_steps_before_equals_rebuild_from_survivors():
     data = corpus(seed=3)
@@ -115,7 +240,7 @@ def test_byte_budget_never_exceeded_and_lru_prompts_evicted_exactly():
     unlimited = TreeCache(CacheConfig(max_depth=16))
     fill(unlimited, data)
     budget = unlimited.stats()["bytes"] // 3
-    c = TreeCache(CacheConfig(max_depth=16, byte_budget=max(budget, 64 * 1024)))
+    c = TreeCache(CacheConfig(max_depth=16, byte_budget=max(budget, MIN_BYTE_BUDGET)))
     for i, (p, prompt, resp) in enumerate(data):
         c.add_sequence(i, 1000 + p, prompt, step=0)
         for k in range(0, len(resp), 7):
@@ -132,7 +257,7 @@ def test_byte_budget_never_exceeded_and_lru_prompts_evicted_exactly():
     fill(fresh, [d for d in data if d[0] in kept])
     assert c.dump() == fresh.dump()
     # Shrinking the budget evicts more; growing it evicts nothing.
-    c.resize(max(st["bytes"] // 2, 64 * 1024))
+    c.resize(max(st["bytes"] // 2, MIN_BYTE_BUDGET))
     assert c.stats()["bytes"] <= c.config.byte_budget
     c.check()
 
@@ -146,7 +271,7 @@ def _has(cache, p):
 
 
 def test_running_prompt_evicted_only_when_unavoidable_then_detached():
-    c = TreeCache(CacheConfig(max_depth=8, byte_budget=64 * 1024))
+    c = TreeCache(CacheConfig(max_depth=8, byte_budget=MIN_BYTE_BUDGET))
     c.add_sequence(1, 7, list(range(50)), step=0)
     rng = random.Random(0)
     while c.stats()["evicted_running"] == 0:  # one running sequence outgrows the budget
@@ -160,6 +285,65 @@ def test_running_prompt_evicted_only_when_unavoidable_then_detached():
     assert out.lists() == [[]]
     c.finish_sequence(1)
     assert c.stats()["detached"] == 0
+
+
+# --------------------------------------------------------------- state export/import
+def test_state_export_import_round_trip():
+    data = corpus(seed=4)
+    c = TreeCache(CacheConfig(max_depth=10, global_weight=0.5))
+    fill(c, data[:-3], step=1)
+    fill(c, data[-3:], first_id=500, step=2, finish=False)  # still running
+    c.add_sequence(900, 1000, data[0][1], step=3, tag="runahead")
+    st = c.export_state()
+    assert isinstance(st, CacheState) and st.config == c.config
+    dtypes = {"prompt_keys": np.uint64, "prompt_lens": np.uint32, "prompt_tokens": np.int32,
+              "seq_ids": np.int64, "seq_keys": np.uint64, "steps": np.int64, "tags": np.uint8,
+              "running": np.uint8, "response_lens": np.uint32, "response_tokens": np.int32}
+    assert {k: v.dtype for k, v in st.arrays().items()} == {k: np.dtype(t) for k, t in dtypes.items()}
+    assert len(st.prompt_keys) == 6 and len(st.seq_ids) == len(data) + 1
+    assert st.prompt_keys[-1] == 1000  # the most recently used prompt comes last
+    assert int(st.running.sum()) == 4 and int(st.tags.sum()) == 1
+    assert int(st.response_lens.sum()) == len(st.response_tokens) == sum(len(r) for *_, r in data)
+    d = TreeCache.from_state(st)
+    d.check()
+    assert d.config == c.config and d.stats() == c.stats() | {"bytes": d.stats()["bytes"]}
+    assert d.dump() == c.dump()
+    for p in range(6):
+        assert d.dump(1000 + p) == c.dump(1000 + p)
+    for i in (500, 501, 502, 900):
+        assert d.draft(i, 6).tokens.tolist() == c.draft(i, 6).tokens.tolist()
+    again = d.export_state()  # same prompts in the same order, same sequences
+    for k, v in st.arrays().items():
+        assert np.array_equal(getattr(again, k), v), k
+
+
+def test_bad_states_are_refused_whole():
+    c = TreeCache(CacheConfig(max_depth=8))
+    fill(c, corpus(seed=2, n_prompts=2, samples=2, length=10))
+    st = c.export_state()
+    before = c.dump()
+    a = st.arrays()
+
+    def with_(**changed):
+        return CacheState(config=st.config, **{**a, **changed})
+
+    cases = [
+        (with_(seq_keys=np.full_like(a["seq_keys"], 5)), "names a prompt key"),
+        (with_(prompt_lens=a["prompt_lens"] + 1), "do not add up"),
+        (with_(response_lens=a["response_lens"][:-1]), "differ in length"),
+        (with_(tags=np.full_like(a["tags"], 7)), "unknown tag"),
+        (with_(seq_ids=np.zeros_like(a["seq_ids"])), "listed twice"),
+        (with_(prompt_keys=np.full_like(a["prompt_keys"], 1000)), "listed twice"),
+        (with_(response_tokens=-a["response_tokens"] - 1), "negative"),
+        (with_(steps=a["steps"].astype(np.int32)), "steps must be a 1-D contiguous int64"),
+        (with_(seq_ids=a["seq_ids"][::-1][::2]), "seq_ids must be a 1-D contiguous int64"),
+    ]
+    for state, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            TreeCache.from_state(state)
+    with pytest.raises(ValueError, match="CacheState"):
+        TreeCache.from_state(a)
+    assert c.dump() == before  # the exporting cache is never touched
 
 
 # ------------------------------------------------------------------------ snapshot
@@ -205,6 +389,44 @@ def test_corrupt_truncated_and_wrong_version_snapshots_are_rejected(tmp_path):
         p.write_bytes(blob)
         with pytest.raises(ValueError, match=msgs[name]):
             TreeCache.load(p)
+
+
+# A version-1 snapshot written by commit 727cb74, before the state export/import existed:
+# prompts 9 and 7, sequence 1 finished, 2 (run-ahead) and -3 running.
+V1_SNAPSHOT = bytes.fromhex(
+    "535254434143484501000000c60000007b22636f6e666967223a207b22627974655f627564676574223a2031"
+    "3034383537362c2022676c6f62616c5f776569676874223a20302e352c20226d61785f6465707468223a2036"
+    "2c20226d61785f64726166745f746f6b656e73223a20342c20226d696e5f70726f62223a20302e32352c2022"
+    "72756c65223a202262657374227d2c202270726f6d70745f746f6b656e73223a20352c202270726f6d707473"
+    "223a20322c2022726573706f6e73655f746f6b656e73223a20392c202273657173223a20337d090000000000"
+    "0000070000000000000002000000030000000800000008000000010000000200000003000000020000000000"
+    "00000100000000000000fdffffffffffffff0900000000000000070000000000000007000000000000000100"
+    "0000000000000000000000000000020000000000000001000001000103000000040000000200000004000000"
+    "0500000006000000040000000500000004000000050000000400000005000000f05cf2fe5feba274dc40e518"
+    "b31a55a604e3244da38eebd504cc4bd05d2ec839"
+)
+
+
+def test_snapshot_format_version_1_is_unchanged():
+    c = TreeCache.from_state(snapshot.decode(V1_SNAPSHOT))
+    c.check()
+    assert c.config == CacheConfig(max_depth=6, byte_budget=1 << 20, rule="best", min_prob=0.25,
+                                   max_draft_tokens=4, global_weight=0.5)
+    st = c.export_state()
+    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
+    assert st.tags.tolist() == [1, 0, 0] and st.prompt_keys.tolist() == [9, 7]
+    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+
+
+def test_inconsistent_snapshot_is_refused_naming_the_file(tmp_path):
+    c = TreeCache()
+    fill(c, corpus(seed=1, n_prompts=2, samples=2, length=20))
+    st = c.export_state()
+    bad = CacheState(config=st.config, **{**st.arrays(), "seq_keys": st.seq_keys + 1})
+    path = tmp_path / "bad.srt"
+    snapshot.write(bad, path)  # framing is fine, the contents are not
+    with pytest.raises(ValueError, match=f"{path}: not a valid tree-cache snapshot: .*prompt key"):
+        TreeCache.load(path)
 
 
 # ------------------------------------------------------------------------- threads

@@ -9,65 +9,21 @@ are safe to call from several threads: the native forest serializes them with on
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from openrlhf_srt.cache import _tree
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache import _tree, snapshot
+from openrlhf_srt.cache.config import MAX_DRAFT_TOKENS, CacheConfig
+from openrlhf_srt.cache.state import CacheState
 
-TAGS = ("rollout", "runahead")
-SOURCES = {-1: None, 0: "prompt", 1: "global", 2: "merged"}
+# Named native results (see their docstrings and docs/cache.md): Draft from draft() and
+# draft_context(), BatchDrafts from step(). Their arrays are read-only views, no copies.
+Draft = _tree.Draft
+BatchDrafts = _tree.BatchDrafts
+TAGS: tuple[str, ...] = _tree.TAGS  # add_sequence's tag; CacheState.tags holds the index
+SOURCES: tuple[str, ...] = _tree.SOURCES  # BatchDrafts.source holds the index, -1 for none
 _I32_MAX = (1 << 31) - 1
 _I64 = (-(1 << 63), (1 << 63) - 1)
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A draft for one context.
-
-    tokens/probs: the best single path (greedy most frequent continuation), with the path
-    probability after each token; this chain is what a chain verifier (vLLM) checks.
-    tree_tokens/tree_parents/tree_probs: the best-first draft tree; parents index into
-    tree_tokens, -1 for children of the matched context.
-    match_len: length of the matched context suffix (0: no match, empty draft).
-    score: sum of the path probabilities = expected accepted tokens of the path.
-    source: "prompt", "global", "merged" (both trees pooled) or None (no match).
-    """
-
-    tokens: np.ndarray
-    probs: np.ndarray
-    tree_tokens: np.ndarray
-    tree_parents: np.ndarray
-    tree_probs: np.ndarray
-    match_len: int
-    score: float
-    source: str | None
-
-
-@dataclass(frozen=True)
-class BatchDrafts:
-    """Drafts of one engine step in CSR form: sequence i owns tokens[offsets[i]:offsets[i+1]]."""
-
-    offsets: np.ndarray  # int64, len n + 1
-    tokens: np.ndarray  # int32
-    probs: np.ndarray  # float32, path probability after each token
-    match_len: np.ndarray  # int32 per sequence
-    score: np.ndarray  # float32 per sequence: expected accepted tokens of its path
-    source: np.ndarray  # int8 per sequence: -1 none, 0 prompt, 1 global, 2 merged
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return self.tokens[a:b], self.probs[a:b]
-
-    def lists(self) -> list[list[int]]:
-        """Draft token ids per sequence as Python lists (what vLLM's proposer returns)."""
-        toks = self.tokens.tolist()
-        offs = self.offsets.tolist()
-        return [toks[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
 
 
 def as_tokens(values, name: str, *, allow_empty: bool = True) -> np.ndarray:
@@ -117,8 +73,8 @@ class TreeCache:
         if not isinstance(self.config, CacheConfig):
             raise ValueError(f"config must be a CacheConfig, got {type(config).__name__}")  # noqa: TRY004
         c = self.config
-        self._c = _tree.Cache(c.max_depth, c.byte_budget, c.rule_id, float(c.min_prob),
-                              c.max_draft_tokens, float(c.global_weight))
+        self._c = _tree.Cache(max_depth=c.max_depth, byte_budget=c.byte_budget, rule=c.rule,
+                              global_weight=float(c.global_weight))
 
     # ----------------------------------------------------------------- sequence lifecycle
     def add_sequence(self, seq_id: int, prompt_key: int, prompt_token_ids, *, step: int,
@@ -153,7 +109,7 @@ class TreeCache:
     # ---------------------------------------------------------------------- drafting
     def _budget(self, max_tokens, min_prob) -> tuple[int, float]:
         max_tokens = self.config.max_draft_tokens if max_tokens is None else max_tokens
-        max_tokens = _int(max_tokens, "max_tokens", 0, 1 << 20)
+        max_tokens = _int(max_tokens, "max_tokens", 0, MAX_DRAFT_TOKENS)
         min_prob = self.config.min_prob if min_prob is None else min_prob
         if isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not (
             0.0 <= min_prob <= 1.0
@@ -165,8 +121,7 @@ class TreeCache:
               *, tree: bool = True) -> Draft:
         """Draft for a running sequence from its context (prompt + response so far)."""
         max_tokens, min_prob = self._budget(max_tokens, min_prob)
-        r = _native(self._c.draft, _int(seq_id, "seq_id", *_I64), max_tokens, min_prob, tree)
-        return Draft(*r[:7], SOURCES[r[7]])
+        return _native(self._c.draft, _int(seq_id, "seq_id", *_I64), max_tokens, min_prob, tree)
 
     def draft_context(self, prompt_key: int, context_tokens, max_tokens: int | None = None,
                       min_prob: float | None = None, *, response_start: int = 0,
@@ -180,15 +135,16 @@ class TreeCache:
         ctx = as_tokens(context_tokens, "context_tokens", allow_empty=False)
         response_start = _int(response_start, "response_start", 0, len(ctx))
         key = _int(prompt_key, "prompt_key", 0, (1 << 64) - 1)
-        r = _native(self._c.draft_context, key, ctx, response_start, max_tokens, min_prob, tree)
-        return Draft(*r[:7], SOURCES[r[7]])
+        return _native(self._c.draft_context, key, ctx, response_start, max_tokens, min_prob,
+                       tree)
 
     def step(self, seq_ids, new_tokens, new_token_counts, budgets,
              min_prob: float | None = None) -> BatchDrafts:
         """One engine step: append each sequence's new tokens, then draft a path for each.
 
         ``new_tokens`` is flat (int32), sequence i owning ``new_token_counts[i]`` of them in
-        order; ``budgets[i]`` is its draft budget (0: no draft). One native call, GIL released.
+        order; ``budgets[i]`` is its draft budget (0: no draft, at most MAX_DRAFT_TOKENS).
+        One native call, GIL released.
         """
         seqs = np.asarray(seq_ids)
         if seqs.ndim != 1 or (seqs.size and not np.issubdtype(seqs.dtype, np.integer)):
@@ -198,8 +154,7 @@ class TreeCache:
         counts = _small_ints(new_token_counts, "new_token_counts", len(seqs))
         budgets = _small_ints(budgets, "budgets", len(seqs))
         _, min_prob = self._budget(0, min_prob)
-        r = _native(self._c.step, seqs, toks, counts, budgets, min_prob)
-        return BatchDrafts(*r)
+        return _native(self._c.step, seqs, toks, counts, budgets, min_prob)
 
     # ------------------------------------------------------------------ memory, figures
     def resize(self, byte_budget: int) -> None:
@@ -212,14 +167,12 @@ class TreeCache:
         """Drop everything, running sequences included (their ids become unknown)."""
         self._c.clear()
 
-    def stats(self) -> dict:
-        """Live figures: prompts, sequences, running, detached, runahead (sequences tagged
-        run-ahead), nodes, global_nodes, hubs (nodes whose children are in a hash table),
-        bytes, global_bytes, tokens (cached prompt + response tokens), byte_budget,
-        evicted_prompts, evicted_running."""
-        s = dict(self._c.stats())
-        s["byte_budget"] = self.config.byte_budget
-        return s
+    def stats(self) -> dict[str, int]:
+        """Live figures, a new dict built by the native core: prompts, sequences, running,
+        detached, runahead (sequences tagged run-ahead), nodes, global_nodes, hubs (nodes
+        whose children are in a hash table), bytes, global_bytes, tokens (cached prompt +
+        response tokens), byte_budget, evicted_prompts, evicted_running (docs/cache.md)."""
+        return self._c.stats()
 
     def check(self) -> None:
         """Verify every invariant of every tree (slow; for tests). Raises AssertionError."""
@@ -234,19 +187,39 @@ class TreeCache:
         paths, counts, conts = _native(self._c.dump, glob, key)
         return {tuple(p): (c, k) for p, c, k in zip(paths, counts, conts)}
 
-    # ------------------------------------------------------------------------ snapshot
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a snapshot (atomic: temp file + os.replace); see openrlhf_srt.cache.snapshot."""
-        from openrlhf_srt.cache.snapshot import save
+    # ------------------------------------------------------------------ state, snapshots
+    def export_state(self) -> CacheState:
+        """Everything a rebuild needs (config, prompts, sequences) as named arrays; see
+        CacheState. One native call, GIL released."""
+        return CacheState(config=self.config, **self._c.export_state())
 
-        save(self, path)
+    @classmethod
+    def from_state(cls, state: CacheState) -> TreeCache:
+        """A new cache rebuilt from an exported state: identical trees, identical drafts.
+
+        The state is checked whole before anything is inserted (array dtypes and lengths,
+        prompt references, tags, token ids); a bad one raises ValueError saying what is
+        wrong. No existing cache is touched either way."""
+        if not isinstance(state, CacheState):
+            raise ValueError(f"state must be a CacheState, got {type(state).__name__}")  # noqa: TRY004
+        cache = cls(state.config)
+        _native(cache._c.import_state, state.arrays())
+        return cache
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a snapshot of export_state() (atomic: temp file + os.replace); see
+        openrlhf_srt.cache.snapshot."""
+        snapshot.write(self.export_state(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TreeCache:
-        """Restore a snapshot; corrupt, truncated or wrong-version files raise ValueError."""
-        from openrlhf_srt.cache.snapshot import load
-
-        return load(path)
+        """A new cache from a snapshot; corrupt, truncated, wrong-version or inconsistent files
+        raise ValueError."""
+        state = snapshot.read(path)
+        try:
+            return cls.from_state(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a valid tree-cache snapshot: {e}") from None
 
 
 def _small_ints(values, name: str, n: int) -> np.ndarray:

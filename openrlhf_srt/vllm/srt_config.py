@@ -25,12 +25,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache.config import DEFAULT_RULE, MAX_DRAFT_TOKENS, CacheConfig
 from openrlhf_srt.drafting.budget import BudgetConfig
 
 ADDITIONAL_CONFIG_KEY = "openrlhf_srt"  # our entry in vLLM's additional_config
 PROPOSER_CLASS = "openrlhf_srt.vllm.proposer.SRTProposer"
-MAX_DRAFT_TOKENS = 128  # vLLM's limit on num_speculative_tokens
 NOT_A_FLAG = {"flag": False}  # field metadata: settable in code and tests, no --srt.* flag
 
 
@@ -58,7 +57,7 @@ class DrafterConfig:
 
     max_depth: int = 32  # longest token string a prompt's tree indexes
     cache_bytes: int = 1 << 30  # tree cache memory per engine
-    cache_rule: str = "merge"  # per-prompt / global tree combination (docs/cache.md)
+    cache_rule: str = DEFAULT_RULE  # per-prompt / global tree combination (docs/cache.md)
     min_prob: float = 0.1  # drafting stops below this path probability
     global_weight: float = 1.0  # weight of the global tree's counts under rule "merge"
     budget: str = "goodput"  # draft length rule: goodput | length_aware | fixed

@@ -16,10 +16,23 @@ void validate_tokens(const int32_t* toks, size_t n, const char* what) {
                                   to_string(i) + " of " + what + " is negative");
 }
 
-Cache::Cache(const Config& cfg) : cfg_(cfg), global_(cfg.max_depth) {
-  if (cfg.max_depth < 2 || cfg.max_depth > kMaxDepthLimit)
-    throw std::invalid_argument("max_depth must be in [2, 255]");
+// Checked before global_ is built, so a bad config fails with its own message.
+static const Config& checked(const Config& cfg) {
+  if (cfg.max_depth < kMinDepthLimit || cfg.max_depth > kMaxDepthLimit)
+    throw std::invalid_argument("max_depth must be in [" + to_string(kMinDepthLimit) + ", " +
+                                to_string(kMaxDepthLimit) + "]");
+  if (cfg.byte_budget < kMinByteBudget)
+    throw std::invalid_argument("byte_budget must be >= " + to_string(kMinByteBudget));
   if (cfg.rule < kPrompt || cfg.rule > kMerge) throw std::invalid_argument("unknown draft rule");
+  return cfg;
+}
+
+Cache::Cache(const Config& cfg) : cfg_(checked(cfg)), global_(cfg.max_depth) {}
+
+static void check_budget(int max_tokens, const char* what) {
+  if (max_tokens < 0 || max_tokens > kMaxDraftTokens)
+    throw std::invalid_argument(std::string(what) + " must be in [0, " +
+                                to_string(kMaxDraftTokens) + "], got " + to_string(max_tokens));
 }
 
 SeqInfo& Cache::seq_or_throw(int64_t seq) {
@@ -46,8 +59,14 @@ size_t Cache::total_bytes() const {
 void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_t n,
                          int64_t step, int tag) {
   std::lock_guard<std::mutex> lock(mu_);
+  add_locked(seq, key, prompt, n, step, tag);
+}
+
+void Cache::add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
+                       int tag) {
   if (n == 0) throw std::invalid_argument("prompt_token_ids is empty");
-  if (n > kMaxSeqLen) throw std::invalid_argument("prompt_token_ids exceeds 16777215 tokens");
+  if (n > kMaxSeqLen)
+    throw std::invalid_argument("prompt_token_ids exceeds " + to_string(kMaxSeqLen) + " tokens");
   if (tag != kRollout && tag != kRunahead) throw std::invalid_argument("unknown tag");
   validate_tokens(prompt, n, "prompt_token_ids");
   if (seqs_.count(seq)) throw std::invalid_argument("duplicate seq_id " + to_string(seq));
@@ -105,6 +124,10 @@ void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
 
 void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
+  extend_locked(seq, toks, n);
+}
+
+void Cache::extend_locked(int64_t seq, const int32_t* toks, size_t n) {
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running) throw std::invalid_argument("seq_id " + to_string(seq) + " is finished");
   validate_tokens(toks, n, "tokens");
@@ -115,6 +138,10 @@ void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
 
 void Cache::finish(int64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
+  finish_locked(seq);
+}
+
+void Cache::finish_locked(int64_t seq) {
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is already finished");
@@ -201,13 +228,13 @@ int Cache::match_cap(int budget) const {
 }
 
 void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
-                       double min_prob, bool want_tree, DraftResult& r) {
+                       double min_prob, bool want_tree, Draft& r) {
   r.path.toks.clear();
   r.path.probs.clear();
   r.path.score = 0.0;
   r.tree = DraftTree{};
   r.match_len = 0;
-  r.source = -1;
+  r.source = kNoMatch;
   if (budget <= 0) return;
   Source src;
   if (cfg_.rule == kBest) {
@@ -222,7 +249,7 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
     if (use_b) std::swap(r.path, alt_);
     src = use_b ? sb : sa;
     r.match_len = use_b ? pb.depth : pa.depth;
-    r.source = (use_b ? pb : pa).valid() ? (use_b ? 1 : 0) : -1;
+    r.source = (use_b ? pb : pa).valid() ? (use_b ? kFromGlobal : kFromPrompt) : kNoMatch;
   } else {
     if (cfg_.rule != kGlobal) { src.a = a; src.pa = pa; }
     if (cfg_.rule != kPrompt) { src.b = b; src.pb = pb; }
@@ -230,35 +257,36 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
     draft_chain(src, budget, min_prob, r.path);
     bool va = src.pa.valid(), vb = src.pb.valid();
     r.match_len = std::max(va ? src.pa.depth : 0u, vb ? src.pb.depth : 0u);
-    r.source = va && vb ? 2 : va ? 0 : vb ? 1 : -1;
+    r.source = va && vb ? kFromBoth : va ? kFromPrompt : vb ? kFromGlobal : kNoMatch;
   }
   if (want_tree) draft_tree(src, budget, min_prob, r.tree);
 }
 
-DraftResult Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
+Draft Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
+  check_budget(max_tokens, "max_tokens");
   SeqInfo& info = seq_or_throw(seq);
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is finished; only running "
                                 "sequences are drafted for (use draft_context)");
-  if (info.detached || max_tokens <= 0) return DraftResult{};
+  if (info.detached || max_tokens == 0) return Draft{};
   PromptEntry& e = entry(info.key);
   e.last_use = ++tick_;
   int cap = match_cap(max_tokens);
-  DraftResult r;
+  Draft r;
   make_draft(&e.tree, e.tree.locus_match(seq, cap), &global_, global_.locus_match(seq, cap),
              max_tokens, min_prob, want_tree, r);
   return r;
 }
 
-DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
-                                 size_t response_start, int max_tokens, double min_prob,
-                                 bool want_tree) {
+Draft Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
+                           int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
+  check_budget(max_tokens, "max_tokens");
   if (n == 0) throw std::invalid_argument("context_tokens is empty");
   if (response_start > n) throw std::invalid_argument("response_start exceeds the context");
   validate_tokens(ctx, n, "context_tokens");
-  if (max_tokens <= 0) return DraftResult{};
+  if (max_tokens == 0) return Draft{};
   int cap = match_cap(max_tokens);
   const Tree* a = nullptr;
   Pos pa;
@@ -269,13 +297,14 @@ DraftResult Cache::draft_context(uint64_t key, const int32_t* ctx, size_t n,
     pa = a->context_match(ctx, n, cap);
   }
   Pos pb = global_.context_match(ctx + response_start, n - response_start, cap);
-  DraftResult r;
+  Draft r;
   make_draft(a, pa, &global_, pb, max_tokens, min_prob, want_tree, r);
   return r;
 }
 
 void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
-                 const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out) {
+                 const int32_t* counts, const int32_t* budgets, double min_prob,
+                 BatchDrafts& out) {
   std::lock_guard<std::mutex> lock(mu_);
   // Validate everything first so that a bad call changes nothing.
   std::vector<SeqInfo*> infos(nseq);
@@ -285,6 +314,9 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
     if (!info.running) throw std::invalid_argument("seq_id " + to_string(seqs[i]) + " is finished");
     if (counts[i] < 0) throw std::invalid_argument("new_token_counts[" + to_string(i) + "] is negative");
     if (budgets[i] < 0) throw std::invalid_argument("budgets[" + to_string(i) + "] is negative");
+    if (budgets[i] > kMaxDraftTokens)
+      throw std::invalid_argument("budgets[" + to_string(i) + "] exceeds " +
+                                  to_string(kMaxDraftTokens));
     total += static_cast<size_t>(counts[i]);
     infos[i] = &info;
   }
@@ -307,7 +339,7 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   out.offsets.assign(1, 0);
   out.match_len.assign(nseq, 0);
   out.score.assign(nseq, 0.0f);
-  out.source.assign(nseq, -1);
+  out.source.assign(nseq, kNoMatch);
   out.toks.clear();
   out.probs.clear();
   for (size_t i = 0; i < nseq; ++i) {
@@ -315,7 +347,7 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
       SeqInfo& info = *infos[i];
       PromptEntry& e = *info.entry;
       int cap = match_cap(budgets[i]);
-      DraftResult& r = scratch_;
+      Draft& r = scratch_;
       make_draft(&e.tree, e.tree.locus_match_slot(pslot(seqs[i], info), cap), &global_,
                  global_.locus_match_slot(gslot(seqs[i], info), cap), budgets[i], min_prob,
                  false, r);
@@ -331,6 +363,8 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
 
 void Cache::resize(uint64_t byte_budget) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (byte_budget < kMinByteBudget)
+    throw std::invalid_argument("byte_budget must be >= " + to_string(kMinByteBudget));
   cfg_.byte_budget = byte_budget;
   enforce_budget();
 }

@@ -14,39 +14,101 @@
 
 namespace srt {
 
+// Names are exposed to Python (RULES, TAGS, SOURCES), index = code, so each mapping is
+// defined here once.
 enum Rule : int { kPrompt = 0, kGlobal = 1, kBest = 2, kMerge = 3 };
+inline constexpr const char* kRuleNames[] = {"prompt", "global", "best", "merge"};
 enum Tag : int { kRollout = 0, kRunahead = 1 };
+inline constexpr const char* kTagNames[] = {"rollout", "runahead"};
+// Which trees a draft came from; kNoMatch: none matched, the draft is empty.
+enum DraftSource : int8_t { kNoMatch = -1, kFromPrompt = 0, kFromGlobal = 1, kFromBoth = 2 };
+inline constexpr const char* kSourceNames[] = {"prompt", "global", "merged"};
 
+// No defaults: every field is passed in from openrlhf_srt.cache.CacheConfig, the one
+// definition of the defaults (the rule's included).
 struct Config {
-  int max_depth = 32;
-  uint64_t byte_budget = 1ull << 30;
-  int rule = kBest;
-  double min_prob = 0.1;
-  int max_draft_tokens = 16;
-  double global_weight = 1.0;
+  int max_depth;
+  uint64_t byte_budget;
+  int rule;
+  double global_weight;  // weight of the global tree's counts under kMerge
 };
 
-struct DraftResult {
-  Chain path;
-  DraftTree tree;
+// A draft for one context (exposed to Python as openrlhf_srt.cache.Draft).
+struct Draft {
+  Chain path;      // the best single path, what a chain verifier checks
+  DraftTree tree;  // best-first draft tree (empty unless asked for)
   int match_len = 0;
-  int source = -1;  // -1 none, 0 prompt tree, 1 global tree, 2 both pooled
+  int source = kNoMatch;
 };
 
-struct StepOut {
+// Best paths of one engine step, CSR: sequence i owns toks[offsets[i]:offsets[i+1]]
+// (exposed to Python as openrlhf_srt.cache.BatchDrafts).
+struct BatchDrafts {
   std::vector<int64_t> offsets;
   std::vector<int32_t> toks;
-  std::vector<float> probs;
+  std::vector<float> probs;  // path probability after each token
   std::vector<int32_t> match_len;
-  std::vector<float> score;
-  std::vector<int8_t> source;
+  std::vector<float> score;  // expected accepted tokens of each path
+  std::vector<int8_t> source;  // DraftSource per sequence
 };
 
+// Live figures; Python gets them as a dict keyed by the names for_each_figure gives them
+// (docs/cache.md says what each means).
 struct Stats {
   size_t prompts = 0, sequences = 0, running = 0, detached = 0, runahead = 0;
   size_t nodes = 0, global_nodes = 0, hubs = 0, bytes = 0, global_bytes = 0, tokens = 0;
-  size_t evicted_prompts = 0, evicted_running = 0;
+  size_t byte_budget = 0, evicted_prompts = 0, evicted_running = 0;
 };
+
+template <class F>
+void for_each_figure(const Stats& s, F&& f) {
+  f("prompts", s.prompts);
+  f("sequences", s.sequences);
+  f("running", s.running);
+  f("detached", s.detached);
+  f("runahead", s.runahead);
+  f("nodes", s.nodes);
+  f("global_nodes", s.global_nodes);
+  f("hubs", s.hubs);
+  f("bytes", s.bytes);
+  f("global_bytes", s.global_bytes);
+  f("tokens", s.tokens);
+  f("byte_budget", s.byte_budget);
+  f("evicted_prompts", s.evicted_prompts);
+  f("evicted_running", s.evicted_running);
+}
+
+// What a rebuild needs, in flat arrays: the cached prompts (least recently used first; prompt
+// i owns prompt_lens[i] tokens of prompt_tokens) and every registered sequence that is not
+// detached, grouped by prompt in the same order (sequence j owns response_lens[j] tokens of
+// response_tokens). Trees are canonical, so importing it gives identical trees.
+struct State {
+  std::vector<uint64_t> prompt_keys;
+  std::vector<uint32_t> prompt_lens;
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int64_t> seq_ids;
+  std::vector<uint64_t> seq_keys;
+  std::vector<int64_t> steps;
+  std::vector<uint8_t> tags;     // Tag
+  std::vector<uint8_t> running;  // 1: still running, 0: finished
+  std::vector<uint32_t> response_lens;
+  std::vector<int32_t> response_tokens;
+};
+
+// Calls f(name, array) for every array of a State: the one list of their names.
+template <class S, class F>
+void for_each_array(S& s, F&& f) {
+  f("prompt_keys", s.prompt_keys);
+  f("prompt_lens", s.prompt_lens);
+  f("prompt_tokens", s.prompt_tokens);
+  f("seq_ids", s.seq_ids);
+  f("seq_keys", s.seq_keys);
+  f("steps", s.steps);
+  f("tags", s.tags);
+  f("running", s.running);
+  f("response_lens", s.response_lens);
+  f("response_tokens", s.response_tokens);
+}
 
 struct PromptEntry {
   std::vector<int32_t> prompt;
@@ -71,15 +133,6 @@ struct SeqInfo {
   uint64_t pepoch = ~0ull, gepoch = ~0ull;
 };
 
-struct SeqExport {  // one registered sequence, for snapshots
-  int64_t id;
-  uint64_t key;
-  int64_t step;
-  int tag;
-  bool running;
-  std::vector<int32_t> response;
-};
-
 class Cache {
  public:
   explicit Cache(const Config& cfg);
@@ -91,22 +144,29 @@ class Cache {
   void finish(int64_t seq);
   void remove(int64_t seq);
   size_t drop_steps_before(int64_t step);
-  DraftResult draft(int64_t seq, int max_tokens, double min_prob, bool want_tree);
-  DraftResult draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
-                            int max_tokens, double min_prob, bool want_tree);
+  Draft draft(int64_t seq, int max_tokens, double min_prob, bool want_tree);
+  Draft draft_context(uint64_t key, const int32_t* ctx, size_t n, size_t response_start,
+                      int max_tokens, double min_prob, bool want_tree);
   void step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t ntok,
-            const int32_t* counts, const int32_t* budgets, double min_prob, StepOut& out);
+            const int32_t* counts, const int32_t* budgets, double min_prob, BatchDrafts& out);
   void resize(uint64_t byte_budget);
   void clear();
   Stats stats();
   std::string check();
   void dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& paths,
             std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
-  void export_state(std::vector<std::pair<uint64_t, std::vector<int32_t>>>& prompts,
-                    std::vector<SeqExport>& seqs);
+  State export_state();
+  // Rebuild from an exported state; only into an empty cache. Validates the whole state
+  // first, so a bad one changes nothing.
+  void import_state(const State& s);
 
  private:
   SeqInfo& seq_or_throw(int64_t seq);
+  // The public calls' work, under mu_ already held.
+  void add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
+                  int tag);
+  void extend_locked(int64_t seq, const int32_t* toks, size_t n);
+  void finish_locked(int64_t seq);
   PromptEntry& entry(uint64_t key) { return *prompts_.at(key); }
   void append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n);
   uint32_t pslot(int64_t seq, SeqInfo& info);
@@ -117,7 +177,7 @@ class Cache {
   void enforce_budget();
   void evict(uint64_t key);
   void make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget, double min_prob,
-                  bool want_tree, DraftResult& r);
+                  bool want_tree, Draft& r);
   int match_cap(int budget) const;
 
   std::mutex mu_;  // one lock for the whole forest; see docs/cache.md
@@ -130,7 +190,7 @@ class Cache {
   size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
   size_t evicted_prompts_ = 0, evicted_running_ = 0;
   Chain alt_;             // scratch for rule "best" (guarded by mu_)
-  DraftResult scratch_;   // scratch for step()
+  Draft scratch_;         // scratch for step()
 };
 
 void validate_tokens(const int32_t* toks, size_t n, const char* what);

@@ -1,5 +1,9 @@
-// Live figures, invariant checks, dumps and snapshot export of the forest.
+// Live figures, invariant checks, dumps, and the state export/import of the forest.
 #include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "cache.h"
 
@@ -26,6 +30,7 @@ Stats Cache::stats() {
   s.tokens += global_.live_tokens();  // response tokens
   s.bytes = total_bytes();
   s.global_bytes = global_.bytes();
+  s.byte_budget = cfg_.byte_budget;
   s.evicted_prompts = evicted_prompts_;
   s.evicted_running = evicted_running_;
   return s;
@@ -63,19 +68,78 @@ void Cache::dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& p
   it->second->tree.dump(paths, counts, conts);
 }
 
-void Cache::export_state(std::vector<std::pair<uint64_t, std::vector<int32_t>>>& prompts,
-                         std::vector<SeqExport>& seqs) {
+State Cache::export_state() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::pair<uint64_t, uint64_t>> order;  // least recently used first
   for (auto& [key, e] : prompts_) order.emplace_back(e->last_use, key);
   std::sort(order.begin(), order.end());
+  State s;
   for (auto& [use, key] : order) {
-    PromptEntry& e = *prompts_.at(key);
-    prompts.emplace_back(key, e.prompt);
+    const PromptEntry& e = *prompts_.at(key);
+    s.prompt_keys.push_back(key);
+    s.prompt_lens.push_back(static_cast<uint32_t>(e.prompt.size()));
+    s.prompt_tokens.insert(s.prompt_tokens.end(), e.prompt.begin(), e.prompt.end());
     for (int64_t id : e.seqs) {
       const SeqInfo& info = seqs_.at(id);
-      seqs.push_back(SeqExport{id, key, info.step, info.tag, info.running, global_.text(id)});
+      const std::vector<int32_t>& resp = global_.text(id);
+      s.seq_ids.push_back(id);
+      s.seq_keys.push_back(key);
+      s.steps.push_back(info.step);
+      s.tags.push_back(static_cast<uint8_t>(info.tag));
+      s.running.push_back(info.running ? 1 : 0);
+      s.response_lens.push_back(static_cast<uint32_t>(resp.size()));
+      s.response_tokens.insert(s.response_tokens.end(), resp.begin(), resp.end());
     }
+  }
+  return s;
+}
+
+void Cache::import_state(const State& s) {
+  using std::to_string;
+  auto bad = [](const std::string& why) { return std::invalid_argument("state: " + why); };
+  const size_t np = s.prompt_keys.size(), ns = s.seq_ids.size();
+  if (s.prompt_lens.size() != np) throw bad("prompt_keys and prompt_lens differ in length");
+  for (size_t n : {s.seq_keys.size(), s.steps.size(), s.tags.size(), s.running.size(),
+                   s.response_lens.size()})
+    if (n != ns) throw bad("the per-sequence arrays differ in length");
+  auto sum = [](const std::vector<uint32_t>& v) {
+    return std::accumulate(v.begin(), v.end(), uint64_t{0});
+  };
+  if (sum(s.prompt_lens) != s.prompt_tokens.size())
+    throw bad("prompt_lens do not add up to the prompt_tokens");
+  if (sum(s.response_lens) != s.response_tokens.size())
+    throw bad("response_lens do not add up to the response_tokens");
+  validate_tokens(s.prompt_tokens.data(), s.prompt_tokens.size(), "prompt_tokens");
+  validate_tokens(s.response_tokens.data(), s.response_tokens.size(), "response_tokens");
+  std::unordered_map<uint64_t, std::pair<size_t, uint32_t>> prompt;  // key -> (offset, length)
+  size_t off = 0;
+  for (size_t i = 0; i < np; ++i) {
+    if (s.prompt_lens[i] == 0) throw bad("prompt " + to_string(i) + " is empty");
+    if (!prompt.emplace(s.prompt_keys[i], std::make_pair(off, s.prompt_lens[i])).second)
+      throw bad("prompt key " + to_string(s.prompt_keys[i]) + " is listed twice");
+    off += s.prompt_lens[i];
+  }
+  std::unordered_set<int64_t> ids;
+  for (size_t j = 0; j < ns; ++j) {
+    const std::string which = "sequence " + to_string(s.seq_ids[j]);
+    auto it = prompt.find(s.seq_keys[j]);
+    if (it == prompt.end()) throw bad(which + " names a prompt key the state does not hold");
+    if (!ids.insert(s.seq_ids[j]).second) throw bad(which + " is listed twice");
+    if (s.tags[j] != kRollout && s.tags[j] != kRunahead) throw bad(which + " has an unknown tag");
+    if (s.running[j] > 1) throw bad(which + ": running must be 0 or 1");
+    if (static_cast<uint64_t>(it->second.second) + s.response_lens[j] > kMaxSeqLen)
+      throw bad(which + " exceeds " + to_string(kMaxSeqLen) + " tokens");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!prompts_.empty() || !seqs_.empty()) throw bad("imported into a cache that is not empty");
+  off = 0;  // sequences in order: their prompts' least recently used order comes back
+  for (size_t j = 0; j < ns; ++j) {
+    auto [start, len] = prompt.at(s.seq_keys[j]);
+    const int64_t id = s.seq_ids[j];
+    add_locked(id, s.seq_keys[j], s.prompt_tokens.data() + start, len, s.steps[j], s.tags[j]);
+    extend_locked(id, s.response_tokens.data() + off, s.response_lens[j]);
+    if (!s.running[j]) finish_locked(id);
+    off += s.response_lens[j];
   }
 }
 

@@ -9,7 +9,7 @@ namespace srt {
 
 Tree::Tree(int max_depth) : depth_(max_depth) {
   if (max_depth < 1 || max_depth > kMaxDepthLimit)
-    throw std::invalid_argument("max_depth must be in [1, 255]");
+    throw std::invalid_argument("max_depth must be in [1, " + std::to_string(kMaxDepthLimit) + "]");
   nodes_.push_back(Node{-1, 0, 0, NIL, NIL, NIL, 0, 0});
 }
 
@@ -104,7 +104,8 @@ void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
   const int64_t id = s.id;
   if (!s.running) throw std::invalid_argument("sequence " + std::to_string(id) + " is finished");
   if (s.toks.size() + n > kMaxSeqLen)
-    throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds 16777215 tokens");
+    throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds " +
+                                std::to_string(kMaxSeqLen) + " tokens");
   size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
   if (s.toks.size() + n > s.toks.capacity())  // geometric: reserve(exact) would copy per call
     s.toks.reserve(std::max(s.toks.size() + n, s.toks.capacity() * 2));

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "limits.h"
 #include "root_map.h"
 
 namespace srt {
@@ -26,8 +27,6 @@ constexpr uint32_t NIL = 0xFFFFFFFFu;
 // a draft enumerates them, so the observable order is the same.
 constexpr uint32_t kHubBit = 0x80000000u;
 constexpr int kHubMin = 32;
-constexpr int kMaxDepthLimit = 255;               // edge length is stored in 8 bits
-constexpr uint32_t kMaxSeqLen = (1u << 24) - 1;   // edge start index is stored in 24 bits
 
 // 32 bytes. Indices instead of pointers; the edge label is a reference into the tokens of
 // one sequence that contains an occurrence of the node's whole path (invariant).
