@@ -1,4 +1,4 @@
-"""Property tests: the native cache against the pure-Python reference (tests/cache_reference.py)."""
+"""Property tests: the native cache against its pure-Python reference (openrlhf_srt.replay.reference_cache)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import tempfile
 
 import numpy as np
 import pytest
-from cache_reference import RULES, RefTree
-from cache_reference import draft as ref_draft
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openrlhf_srt.cache import CacheConfig, TreeCache
+from openrlhf_srt.replay.reference_cache import RULES, RefTree
+from openrlhf_srt.replay.reference_cache import draft as ref_draft
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from openrlhf_srt.data.traces import TraceRecord, read_traces
-from openrlhf_srt.drafting.drafters import NgramDrafter, SeqState, TreeDrafter
-from openrlhf_srt.drafting.simulate import RunAhead, Strategy, replay, verify
-from openrlhf_srt.drafting.strategies import make_strategies
-from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
+from openrlhf_srt.replay.drafters import NgramDrafter, SeqState, TreeDrafter
+from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
+from openrlhf_srt.replay.strategies import make_strategies
+from openrlhf_srt.replay.suffix_tree import Draft, SuffixTree
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

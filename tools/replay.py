@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from openrlhf_srt.data.traces import read_traces
-from openrlhf_srt.drafting.backends import BACKENDS
-from openrlhf_srt.drafting.simulate import Result, replay
-from openrlhf_srt.drafting.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
+from openrlhf_srt.replay.backends import BACKENDS
+from openrlhf_srt.replay.simulator import Result, replay
+from openrlhf_srt.replay.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
 
 DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead",
                       "merge", "merge-best", "default-path", "default")

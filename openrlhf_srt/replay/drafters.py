@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
+from openrlhf_srt.replay.suffix_tree import Draft, SuffixTree
 
 
 @dataclass
@@ -191,7 +191,7 @@ class TreeDrafter(Drafter):
         return 0 if role == "local" else seq.seq_id
 
     def draft(self, seq: SeqState, budget: int) -> Draft:
-        from openrlhf_srt.drafting import combine
+        from openrlhf_srt.replay import combine
 
         combiner = self.combiner or combine.best
         return combiner(self, seq, self._trees_of(seq), budget)

@@ -3,7 +3,7 @@
 All trees offer ``extend(seq_id, tokens)``, ``remove(seq_id)`` and
 ``speculate(context, max_tokens, factor, offset, min_prob, tree, key=None)``.
 
-- ``python``: ``openrlhf_srt.drafting.suffix_tree.SuffixTree`` (always available);
+- ``python``: ``openrlhf_srt.replay.suffix_tree.SuffixTree`` (always available);
 - ``arctic``: ArcticInference's ``SuffixTree`` (``make bench`` installs it), adapted to the
   same calls; vLLM's cache passes it at most the last ``max_depth`` context tokens, so the
   adapter does too.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openrlhf_srt.drafting.drafters import Drafter
-from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
+from openrlhf_srt.replay.drafters import Drafter
+from openrlhf_srt.replay.suffix_tree import Draft, SuffixTree
 
 BACKENDS = ("python", "arctic")
 

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.drafting.budget import BudgetConfig, length_aware_budgets
-from openrlhf_srt.drafting.drafters import Drafter, SeqState
-from openrlhf_srt.drafting.suffix_tree import Draft
+from openrlhf_srt.replay.drafters import Drafter, SeqState
+from openrlhf_srt.replay.suffix_tree import Draft
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from openrlhf_srt.drafting.suffix_tree import Draft
+from openrlhf_srt.replay.suffix_tree import Draft
 
 
 def best(drafter, seq, trees, budget: int) -> Draft:

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from openrlhf_srt.drafting import combine
-from openrlhf_srt.drafting.backends import tree_factory
 from openrlhf_srt.drafting.budget import BudgetConfig
-from openrlhf_srt.drafting.drafters import NgramDrafter, TreeDrafter
-from openrlhf_srt.drafting.simulate import Budget, RunAhead, Strategy
-from openrlhf_srt.drafting.suffix_tree import SuffixTree
+from openrlhf_srt.replay import combine
+from openrlhf_srt.replay.backends import tree_factory
+from openrlhf_srt.replay.drafters import NgramDrafter, TreeDrafter
+from openrlhf_srt.replay.simulator import Budget, RunAhead, Strategy
+from openrlhf_srt.replay.suffix_tree import SuffixTree
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def make_strategies(names: Sequence[str], backend: str = "python",
     out = []
     for name in names:
         if name in NATIVE:
-            from openrlhf_srt.drafting.backends import NativeDrafter
+            from openrlhf_srt.replay.backends import NativeDrafter
 
             kw = {"max_depth": common.max_depth, "min_prob": common.min_prob, "tree": common.tree}
             kw.update(NATIVE[name][1])
