@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from openrlhf_srt.cache import CacheConfig, TreeCache
 from openrlhf_srt.data.traces import TraceRecord, read_traces
-from openrlhf_srt.replay.drafters import NgramDrafter, SeqState, TreeDrafter
+from openrlhf_srt.replay.backends import CacheDrafter
+from openrlhf_srt.replay.drafters import NgramDrafter, RunAheadRollout, SeqState, TreeDrafter
+from openrlhf_srt.replay.reference_cache import ReferenceCache
 from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
-from openrlhf_srt.replay.strategies import make_strategies
+from openrlhf_srt.replay.strategies import CACHE_DESIGNS, Common, make_strategies
 from openrlhf_srt.replay.suffix_tree import Draft, SuffixTree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +119,12 @@ def test_runahead_uses_next_step_and_never_changes_responses():
     assert ahead.by_step[0].steps < plain.by_step[0].steps
     assert ahead.by_step[0].accepted > plain.by_step[0].accepted
     later = {9: [r for r in records if r.step == 1]}
-    assert ra.partials([9], later) == {9: [[5, 6, 7]]}
+    assert ra.partials([9], later) == [RunAheadRollout(9, [9], [5, 6, 7])]
 
 
 def test_runahead_hints_are_removed_after_their_step():
     d = TreeDrafter(name="x", prompt_mode="online")
-    d.begin_step(0, {7: [[1, 2, 3]]})
+    d.begin_step(0, [RunAheadRollout(7, [9], [1, 2, 3])])
     assert d._prompt_trees[7].num_tokens == 3
     d.end_step(0)
     assert d._prompt_trees[7].num_tokens == 0
@@ -236,3 +239,100 @@ def test_continued_counts_stay_exact_under_insert_and_remove():
         node = stack.pop()
         assert node.cont == sum(c.count for c in node.children.values())
         stack.extend(node.children.values())
+
+
+# ------------------------------------------------------------- the project's cache, replayed
+def random_trace(seed, steps=3, prompts=3, samples=3, vocab=4, length=(0, 14)):
+    """Short responses over a few tokens, so that trees match and drafts get accepted."""
+    rng = random.Random(seed)
+    heads = [[10 + p] + [rng.randrange(vocab) for _ in range(rng.randint(0, 2))]
+             for p in range(prompts)]
+    return [rec(s, heads[p], i, [rng.randrange(vocab) for _ in range(rng.randint(*length))],
+                key=10 + p)
+            for s in range(steps) for p in range(prompts) for i in range(samples)]
+
+
+def figures(result):
+    def rows(stats):
+        return {k: vars(v) for k, v in sorted(stats.items())}
+
+    return vars(result.total), rows(result.by_step), rows(result.by_position)
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["path", "tree"])
+@pytest.mark.parametrize("design", sorted(CACHE_DESIGNS))
+def test_native_and_reference_caches_replay_the_same(design, tree):
+    common = Common(max_depth=6, budget=3, min_prob=0.1, tree=tree)
+    for seed in range(4):
+        records = random_trace(seed)
+        native, reference = replay(
+            records, make_strategies([f"native-{design}", f"reference-{design}"], common=common),
+            progress=False)
+        assert native.total.accepted > 0, "the trace must exercise drafting"
+        assert figures(native) == figures(reference), (design, seed)
+
+
+def test_reference_cache_counts_equal_native_under_insert_remove_and_window():
+    rng = random.Random(3)
+    config = CacheConfig(max_depth=5, rule="merge")
+    native, reference = TreeCache(config), ReferenceCache(config)
+    running, done = set(), set()
+    for op in range(400):
+        kind = rng.random()
+        if kind < 0.15 or not running:
+            sid = op
+            key, step = rng.randrange(3), op // 100
+            for c in (native, reference):
+                c.add_sequence(sid, key, [50 + key, rng.randrange(3)][:1], step=step)
+            running.add(sid)
+        elif kind < 0.8:
+            sid = rng.choice(sorted(running))
+            toks = [rng.randrange(3) for _ in range(rng.randint(1, 3))]
+            for c in (native, reference):
+                c.extend(sid, toks)
+        elif kind < 0.9:
+            sid = rng.choice(sorted(running))
+            for c in (native, reference):
+                c.finish_sequence(sid)
+            running.discard(sid)
+            done.add(sid)
+        elif kind < 0.97 and done:
+            sid = rng.choice(sorted(done))
+            for c in (native, reference):
+                c.remove_sequence(sid)
+            done.discard(sid)
+        else:
+            step = op // 100
+            assert native.drop_steps_before(step) == reference.drop_steps_before(step)
+            done = {s for s in done if s // 100 >= step}
+        assert native.dump() == reference.dump()
+        for key in range(3):
+            try:
+                want = native.dump(key)
+            except ValueError:  # no sequence of this prompt is cached
+                continue
+            assert reference.dump(key) == want
+        for sid in running:
+            a, b = native.draft(sid, 3, 0.0), reference.draft(sid, 3, 0.0)
+            assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
+            assert a.tree_parents.tolist() == b.tree_parents.tolist()
+            assert (a.match_len, a.source) == (b.match_len, b.source)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["native", "reference"])
+def test_cache_runahead_rollouts_feed_their_step_only(reference):
+    d = CacheDrafter("x", rule="prompt", max_depth=8, min_prob=0.0, reference=reference)
+
+    def sibling(step, seq_id):
+        seq = SeqState(seq_id, step, 7, [9], [1, 2, 3], response=[1])
+        d.start(seq)
+        d.extend(seq, [1])
+        return seq
+
+    d.begin_step(0, [RunAheadRollout(7, [9], [1, 2, 3])])
+    seq = sibling(0, 0)
+    assert d.draft(seq, 4).token_ids == [2, 3]  # from the run-ahead rollout
+    d.finish(seq)
+    d.end_step(0)
+    d.begin_step(1)
+    assert d.draft(sibling(1, 1), 4).token_ids == []  # gone with its step

@@ -18,7 +18,13 @@ from pathlib import Path
 from openrlhf_srt.data.traces import read_traces
 from openrlhf_srt.replay.backends import BACKENDS
 from openrlhf_srt.replay.simulator import Result, replay
-from openrlhf_srt.replay.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
+from openrlhf_srt.replay.strategies import (
+    CACHE_STRATEGIES,
+    STRATEGIES,
+    Common,
+    describe,
+    make_strategies,
+)
 
 DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead",
                       "merge", "merge-best", "default-path", "default")
@@ -28,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help=f"comma-separated, from: {', '.join([*STRATEGIES, *NATIVE])}")
+                   help=f"comma-separated, from: {', '.join([*STRATEGIES, *CACHE_STRATEGIES])}")
     p.add_argument("--backend", default="python", choices=BACKENDS,
                    help="suffix tree of the tree strategies (the pooled-count ones always "
                         "use the Python tree)")
@@ -74,13 +80,14 @@ def load(path: Path, prompts: int):
 
 def table(results: list[Result]) -> str:
     steps = sorted({s for r in results for s in r.by_step})
-    head = (f"{'strategy':<14} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
+    w = max(len("strategy"), *(len(r.strategy) for r in results))
+    head = (f"{'strategy':<{w}} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
             + " ".join(f"{'step' + str(s):>7}" for s in steps))
     lines = [head, "-" * len(head)]
     for r in results:
         t = r.total
         per = " ".join(f"{r.by_step[s].tokens_per_step:>7.3f}" for s in steps)
-        lines.append(f"{r.strategy:<14} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
+        lines.append(f"{r.strategy:<{w}} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
                      f"{t.acceptance:>7.3f} {t.draft_per_step:>8.2f} {per}")
     return "\n".join(lines)
 

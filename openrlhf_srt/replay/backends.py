@@ -8,8 +8,8 @@ All trees offer ``extend(seq_id, tokens)``, ``remove(seq_id)`` and
   same calls; vLLM's cache passes it at most the last ``max_depth`` context tokens, so the
   adapter does too.
 
-``NativeDrafter`` replays the project's native cache as a whole (its own rules), for the
-``native-*`` strategies.
+``CacheDrafter`` replays the project's cache as a whole (its own rules), for the
+``native-*`` and ``reference-*`` strategies.
 """
 
 from __future__ import annotations
@@ -59,30 +59,37 @@ def tree_factory(backend: str):
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
-class NativeDrafter(Drafter):
-    """The project's native cache (``openrlhf_srt.cache.TreeCache``) as a replay drafter.
+class CacheDrafter(Drafter):
+    """The project's cache as a replay drafter, with the cache's own rules: the native
+    ``openrlhf_srt.cache.TreeCache`` or its pure-Python reference
+    (``reference_cache.ReferenceCache``), which must replay the same.
 
     Its rule decides the trees: "prompt" (per-prompt tree, which also indexes the prompt),
     "global", "best" or "merge" (see docs/cache.md). ``history`` defers inserting a step's
-    sequences until the step ends (RhymeRL); ``window`` drops steps older than W.
+    sequences until the step ends (RhymeRL); ``window`` drops steps older than W. Run-ahead
+    rollouts are registered as sequences tagged "runahead" before the step and removed after.
     """
 
     def __init__(self, name: str, rule: str = "prompt", max_depth: int = 24,
                  min_prob: float = 0.1, tree: bool = False, history: bool = False,
-                 window: int = 0, global_weight: float = 1.0) -> None:
+                 window: int = 0, global_weight: float = 1.0, reference: bool = False) -> None:
         from openrlhf_srt.cache import CacheConfig, TreeCache
+        from openrlhf_srt.replay.reference_cache import ReferenceCache
 
         self.name = name
-        self.tree, self.history, self.window = tree, history, window
+        self.tree, self.history, self.window, self.reference = tree, history, window, reference
         self.config = CacheConfig(max_depth=max_depth, rule=rule, min_prob=min_prob,
                                   global_weight=global_weight)
-        self._cache = TreeCache(self.config)
+        self._cache = (ReferenceCache if reference else TreeCache)(self.config)
         self._done: list = []
+        self._runahead_ids: list[int] = []
+        self._next_runahead_id = -1  # replayed sequences have ids >= 0
         self._step = 0
 
     def settings(self) -> dict[str, object]:
         c = self.config
-        out: dict[str, object] = {"backend": "native", "rule": c.rule, "max_depth": c.max_depth,
+        out: dict[str, object] = {"cache": "python reference" if self.reference else "native",
+                                  "rule": c.rule, "max_depth": c.max_depth,
                                   "min_prob": c.min_prob, "tree_spec": self.tree}
         if c.rule == "merge":
             out["global_weight"] = c.global_weight
@@ -92,12 +99,17 @@ class NativeDrafter(Drafter):
             out["window_steps"] = self.window
         return out
 
-    def begin_step(self, step: int, runahead=None) -> None:
-        if runahead:
-            raise ValueError("the native replay drafter does not simulate run-ahead")
+    def begin_step(self, step: int, runahead=()) -> None:
         self._step = step
         if self.window:
             self._cache.drop_steps_before(step - self.window)
+        for r in runahead:
+            sid = self._next_runahead_id
+            self._next_runahead_id -= 1
+            self._cache.add_sequence(sid, r.prompt_key, r.prompt, step=step, tag="runahead")
+            self._cache.extend(sid, r.response)
+            self._cache.finish_sequence(sid)
+            self._runahead_ids.append(sid)
 
     def start(self, seq) -> None:
         if not self.history:
@@ -130,6 +142,9 @@ class NativeDrafter(Drafter):
             self._cache.extend(seq.seq_id, seq.response)
             self._cache.finish_sequence(seq.seq_id)
         self._done = []
+        for sid in self._runahead_ids:
+            self._cache.remove_sequence(sid)
+        self._runahead_ids = []
 
 
 def _from_native(d, tree: bool) -> Draft:

@@ -42,6 +42,16 @@ class SeqState:
         return self.prompt + self.response
 
 
+@dataclass(frozen=True)
+class RunAheadRollout:
+    """A partial response of one of the step's prompts generated ahead of the step (SRT's
+    run-ahead): it only feeds the caches and is dropped when the step ends."""
+
+    prompt_key: int
+    prompt: list[int]
+    response: list[int]
+
+
 class Drafter:
     """Interface of a model-free drafter; the default methods do nothing."""
 
@@ -50,9 +60,9 @@ class Drafter:
     def settings(self) -> dict[str, object]:
         return {}
 
-    def begin_step(self, step: int, runahead: dict[int, list[list[int]]] | None = None) -> None:
-        """A training step starts; ``runahead`` maps prompt keys to pre-generated partial
-        responses for this step's prompts (drafters without a per-prompt tree ignore them)."""
+    def begin_step(self, step: int, runahead: Sequence[RunAheadRollout] = ()) -> None:
+        """A training step starts, with the run-ahead rollouts of its prompts (drafters
+        without a per-prompt cache ignore them)."""
 
     def start(self, seq: SeqState) -> None:
         """A sequence starts decoding."""
@@ -132,19 +142,18 @@ class TreeDrafter(Drafter):
         return " + ".join(parts)
 
     # ------------------------------------------------------------------------- lifecycle
-    def begin_step(self, step: int, runahead: dict[int, list[list[int]]] | None = None) -> None:
+    def begin_step(self, step: int, runahead: Sequence[RunAheadRollout] = ()) -> None:
         self._step = step
         if self.prompt_mode == "window":
             for old in [s for s in self._by_step if s <= step - 1 - self.window]:
                 for key, sid in self._by_step.pop(old):
                     self._prompt_trees[key].remove(sid)
-        if runahead and self.prompt_mode:
-            for key, partials in runahead.items():
-                for tokens in partials:
-                    sid = self._next_runahead_id
-                    self._next_runahead_id -= 1
-                    self._prompt_trees[key].extend(sid, tokens)
-                    self._runahead_ids.append((key, sid))
+        if self.prompt_mode:
+            for r in runahead:  # per-prompt trees hold responses only
+                sid = self._next_runahead_id
+                self._next_runahead_id -= 1
+                self._prompt_trees[r.prompt_key].extend(sid, r.response)
+                self._runahead_ids.append((r.prompt_key, sid))
 
     def start(self, seq: SeqState) -> None:
         local = self._new_tree()

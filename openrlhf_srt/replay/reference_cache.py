@@ -1,8 +1,11 @@
 """A small pure-Python reference of the tree cache's counting and drafting rules.
 
 Uncompressed and slow on purpose: every substring of length <= max_depth of every text is
-counted in a dict, and drafting follows docs/cache.md literally. The native core must give
-the same node set, counts and drafts.
+counted in a dict, and drafting follows docs/cache.md literally. The native core
+(``openrlhf_srt.cache``) must give the same node set, counts and drafts: the property tests
+(tests/test_cache_reference.py) compare the two, and ``ReferenceCache`` replays the native
+cache's rules in the replay simulator (the ``reference-*`` strategies), where a replay of it
+must equal the native one.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 
-RULES = ("prompt", "global", "best", "merge")
+import numpy as np
+
+from openrlhf_srt.cache import CacheConfig, Draft
 
 
-class RefTree:
+class ReferenceTree:
     def __init__(self, max_depth: int):
         self.depth = max_depth
         self.count: dict[tuple, int] = defaultdict(int)
@@ -26,13 +31,17 @@ class RefTree:
             t.add(list(text))
         return t
 
-    def add(self, text):
-        n = len(text)
-        for i in range(n):
-            for j in range(i + 1, min(i + self.depth, n) + 1):
-                u = tuple(text[i:j])
-                self.count[u] += 1
-                self.nexts[u[:-1]][u[-1]] += 1
+    def add(self, text, start: int = 0, sign: int = 1):
+        """Count the occurrences that end at ``text[start:]`` (the ones ending before
+        ``start`` are counted already: appending tokens to a text); ``sign`` -1 subtracts."""
+        for j in range(start, len(text)):
+            for i in range(max(0, j + 1 - self.depth), j + 1):
+                u = tuple(text[i : j + 1])
+                self.count[u] += sign
+                self.nexts[u[:-1]][u[-1]] += sign
+
+    def remove(self, text):
+        self.add(text, 0, -1)
 
     def cont(self, u) -> int:
         if len(u) >= self.depth:
@@ -131,7 +140,7 @@ def tree(ta, ua, tb, ub, w, budget, min_prob):
 
 def draft(ptree, gtree, context, response_start, *, rule, max_depth, budget, min_prob, w=1.0):
     """Returns (path tokens, path probs, tree tokens, parents, tree probs, match_len, source)."""
-    empty = RefTree(max_depth)
+    empty = ReferenceTree(max_depth)
     if budget <= 0:
         return [], [], [], [], [], 0, None
     cap = max(1, min(max_depth - 1, max_depth - budget))
@@ -161,3 +170,85 @@ def draft(ptree, gtree, context, response_start, *, rule, max_depth, budget, min
         ]
     t = tree(*src, w, budget, min_prob)
     return path[0], path[1], t[0], t[1], t[2], m, source
+
+
+class ReferenceCache:
+    """The native cache's sequence lifecycle over ReferenceTrees: the calls of
+    ``openrlhf_srt.cache.TreeCache`` that the replay makes, with the same results.
+
+    Per prompt key a tree of every sequence's prompt + response, plus one global tree of the
+    responses; ``draft`` of a running sequence is ``draft_context`` of its whole text, as the
+    property tests check for the native cache. Nothing is evicted (no byte budget) and input
+    is not validated beyond what would otherwise go wrong silently.
+    """
+
+    def __init__(self, config: CacheConfig | None = None):
+        self.config = config if config is not None else CacheConfig()
+        self._prompt_trees: dict[int, ReferenceTree] = {}
+        self._global = ReferenceTree(self.config.max_depth)
+        self._seqs: dict[int, dict] = {}  # id -> key, prompt, response, step, running
+
+    def add_sequence(self, seq_id: int, prompt_key: int, prompt_token_ids, *, step: int,
+                     tag: str = "rollout") -> None:
+        if seq_id in self._seqs:
+            raise ValueError(f"seq_id {seq_id} is already registered")
+        prompt = [int(t) for t in prompt_token_ids]
+        self._seqs[seq_id] = {"key": prompt_key, "prompt": prompt, "response": [],
+                              "step": step, "tag": tag, "running": True}
+        tree = self._prompt_trees.setdefault(prompt_key, ReferenceTree(self.config.max_depth))
+        tree.add(prompt)
+
+    def extend(self, seq_id: int, tokens) -> None:
+        s = self._running(seq_id)
+        done = len(s["response"])
+        s["response"] += [int(t) for t in tokens]
+        self._prompt_trees[s["key"]].add(s["prompt"] + s["response"], len(s["prompt"]) + done)
+        self._global.add(s["response"], done)
+
+    def finish_sequence(self, seq_id: int) -> None:
+        self._running(seq_id)["running"] = False
+
+    def remove_sequence(self, seq_id: int) -> None:
+        s = self._seqs.pop(seq_id)
+        self._prompt_trees[s["key"]].remove(s["prompt"] + s["response"])
+        self._global.remove(s["response"])
+        if not any(o["key"] == s["key"] for o in self._seqs.values()):
+            del self._prompt_trees[s["key"]]
+
+    def drop_steps_before(self, step: int) -> int:
+        victims = sorted(i for i, s in self._seqs.items() if s["step"] < step and not s["running"])
+        for i in victims:
+            self.remove_sequence(i)
+        return len(victims)
+
+    def draft(self, seq_id: int, max_tokens: int | None = None, min_prob: float | None = None,
+              *, tree: bool = True) -> Draft:
+        s = self._running(seq_id)
+        return self.draft_context(s["key"], s["prompt"] + s["response"], max_tokens, min_prob,
+                                  response_start=len(s["prompt"]), tree=tree)
+
+    def draft_context(self, prompt_key: int, context_tokens, max_tokens: int | None = None,
+                      min_prob: float | None = None, *, response_start: int = 0,
+                      tree: bool = True) -> Draft:
+        c = self.config
+        budget = c.max_draft_tokens if max_tokens is None else max_tokens
+        min_prob = c.min_prob if min_prob is None else min_prob
+        path, probs, ttoks, parents, tprobs, match_len, source = draft(
+            self._prompt_trees.get(prompt_key), self._global, list(context_tokens),
+            response_start, rule=c.rule, max_depth=c.max_depth, budget=budget,
+            min_prob=min_prob, w=c.global_weight)
+        if not tree:  # the native cache expands no tree when none is asked for
+            ttoks, parents, tprobs = [], [], []
+        return Draft(np.asarray(path, np.int32), np.asarray(probs, np.float32),
+                     np.asarray(ttoks, np.int32), np.asarray(parents, np.int32),
+                     np.asarray(tprobs, np.float32), match_len, float(sum(probs)), source)
+
+    def dump(self, prompt_key: int | None = None) -> dict[tuple[int, ...], tuple[int, int]]:
+        """{path: (count, continued count)} of every node, as ``TreeCache.dump`` gives it."""
+        return (self._global if prompt_key is None else self._prompt_trees[prompt_key]).nodes()
+
+    def _running(self, seq_id: int) -> dict:
+        s = self._seqs[seq_id]
+        if not s["running"]:
+            raise ValueError(f"seq_id {seq_id} is finished")
+        return s

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.drafting.budget import BudgetConfig, length_aware_budgets
-from openrlhf_srt.replay.drafters import Drafter, SeqState
+from openrlhf_srt.replay.drafters import Drafter, RunAheadRollout, SeqState
 from openrlhf_srt.replay.suffix_tree import Draft
 
 
@@ -51,15 +51,16 @@ class RunAhead:
         if self.samples < 0:
             raise ValueError("run-ahead samples must be >= 0")
 
-    def partials(self, prompts: Sequence[int], later: dict[int, list[TraceRecord]]):
+    def partials(self, prompts: Sequence[int],
+                 later: dict[int, list[TraceRecord]]) -> list[RunAheadRollout]:
         f = self.prompt_fraction
-        out: dict[int, list[list[int]]] = {}
+        out = []
         for i, key in enumerate(prompts):
             if int((i + 1) * f) > int(i * f) and key in later:
-                recs = later[key][: self.samples]
-                cut = [r.response_token_ids[: int(len(r.response_token_ids) * self.token_fraction)]
-                       for r in recs]
-                out[key] = [c for c in cut if c]
+                for r in later[key][: self.samples]:
+                    cut = r.response_token_ids[: int(len(r.response_token_ids) * self.token_fraction)]
+                    if cut:
+                        out.append(RunAheadRollout(key, list(r.prompt_token_ids), list(cut)))
         return out
 
 
@@ -204,7 +205,7 @@ def replay(records: Sequence[TraceRecord], strategies: Sequence[Strategy],
                    disable=not progress, file=sys.stderr, leave=False)
         next_id = 0
         for idx, (step, recs) in enumerate(steps):
-            partials = None
+            partials = []
             if strategy.runahead is not None and idx + 1 < len(steps):
                 later = by_prompt_step[steps[idx + 1][0]]
                 partials = strategy.runahead.partials(list(by_prompt_step[step]), later)

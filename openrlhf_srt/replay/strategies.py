@@ -68,18 +68,29 @@ STRATEGIES: dict[str, tuple[str, dict | None, dict]] = {
                     **DEFAULT_DRAFTING, "tree_spec": True}, {}),
 }
 
-# The native cache (openrlhf_srt.cache) replayed with its own rules.
-NATIVE: dict[str, tuple[str, dict]] = {
-    "native-global": ("native cache, rule global", {"rule": "global"}),
-    "native-srt": ("native cache, rule prompt (per-prompt tree, online)", {"rule": "prompt"}),
-    "native-history": ("native cache, rule prompt, a step's sequences inserted after it",
-                       {"rule": "prompt", "history": True}),
-    "native-best": ("native cache, rule best (per-prompt or global draft)", {"rule": "best"}),
-    "native-merge": ("native cache, rule merge (pooled counts)", {"rule": "merge"}),
-    # The recommended default on the native cache (docs/replay.md, "Research"): depth 18 at
-    # budget 16 caps the matched context at 2 tokens.
-    "native-default": ("recommended: native rule merge, context <= 2 tokens, draft tree",
-                       {"rule": "merge", "max_depth": 18, "min_prob": 0.0, "tree": True}),
+# Designs replayed on the project's cache with its own rules: design -> (description,
+# CacheDrafter settings, extras). Each runs as "native-<design>" on the native cache and as
+# "reference-<design>" on its pure-Python reference (slow; for checking the native one).
+CACHE_DESIGNS: dict[str, tuple[str, dict, dict]] = {
+    "global": ("rule global", {"rule": "global"}, {}),
+    "srt": ("rule prompt (per-prompt tree, online)", {"rule": "prompt"}, {}),
+    "history": ("rule prompt, a step's sequences inserted after it",
+                {"rule": "prompt", "history": True}, {}),
+    "best": ("rule best (per-prompt or global draft)", {"rule": "best"}, {}),
+    "merge": ("rule merge (pooled counts)", {"rule": "merge"}, {}),
+    "das": ("rule prompt over a window of the last W = 1 steps, DAS's length-aware budget",
+            {"rule": "prompt", "window": 1}, {"length_aware": True}),
+    "srt-runahead": ("rule prompt plus simulated run-ahead of the step's prompts",
+                     {"rule": "prompt"}, {"runahead": RunAhead()}),
+    # The recommended default (docs/replay.md, "Research"): depth 18 at budget 16 caps the
+    # matched context at 2 tokens.
+    "default": ("recommended: rule merge, context <= 2 tokens, draft tree",
+                {"rule": "merge", "max_depth": 18, "min_prob": 0.0, "tree": True}, {}),
+}
+CACHES = {"native": "native cache", "reference": "pure-Python reference of the native cache"}
+CACHE_STRATEGIES: dict[str, tuple[str, dict, dict]] = {
+    f"{cache}-{design}": (f"{what}, {desc}", {**kw, "reference": cache == "reference"}, extras)
+    for cache, what in CACHES.items() for design, (desc, kw, extras) in CACHE_DESIGNS.items()
 }
 
 ANCHORS = ("global", "srt", "history")
@@ -88,27 +99,26 @@ ANCHORS = ("global", "srt", "history")
 def make_strategies(names: Sequence[str], backend: str = "python",
                     common: Common | None = None) -> list[Strategy]:
     common = common or Common()
-    unknown = [n for n in names if n not in STRATEGIES and n not in NATIVE]
+    unknown = [n for n in names if n not in STRATEGIES and n not in CACHE_STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from "
-                         f"{sorted(STRATEGIES) + sorted(NATIVE)}")
+                         f"{sorted(STRATEGIES) + sorted(CACHE_STRATEGIES)}")
     factory = tree_factory(backend) if any(n in STRATEGIES for n in names) else None
-    fixed = Budget(BudgetConfig(rule="fixed", max_draft_tokens=common.budget))
     out = []
     for name in names:
-        if name in NATIVE:
-            from openrlhf_srt.replay.backends import NativeDrafter
+        if name in CACHE_STRATEGIES:
+            from openrlhf_srt.replay.backends import CacheDrafter
 
+            _, kwargs, extras = CACHE_STRATEGIES[name]
             kw = {"max_depth": common.max_depth, "min_prob": common.min_prob, "tree": common.tree}
-            kw.update(NATIVE[name][1])
-            make = partial(NativeDrafter, name, **kw)
+            kw.update(kwargs)
+            make = partial(CacheDrafter, name, **kw)
             make()  # fail early (ImportError) when the native cache is not built
-            out.append(Strategy(name, make, fixed))
-            continue
-        _, kwargs, extras = STRATEGIES[name]
-        if kwargs is None:
+        elif STRATEGIES[name][1] is None:
+            _, _, extras = STRATEGIES[name]
             make = partial(NgramDrafter, name=name)
         else:
+            _, kwargs, extras = STRATEGIES[name]
             kw = {"max_depth": common.max_depth, "min_prob": common.min_prob,
                   "factor": common.factor, "tree_spec": common.tree, "tree_factory": factory}
             kw.update(kwargs)
@@ -126,7 +136,7 @@ def make_strategies(names: Sequence[str], backend: str = "python",
 
 
 def describe(name: str) -> str:
-    return STRATEGIES[name][0] if name in STRATEGIES else NATIVE[name][0]
+    return STRATEGIES[name][0] if name in STRATEGIES else CACHE_STRATEGIES[name][0]
 
 
-__all__ = ["ANCHORS", "NATIVE", "STRATEGIES", "Common", "combine", "describe", "make_strategies"]
+__all__ = ["ANCHORS", "CACHE_STRATEGIES", "STRATEGIES", "Common", "combine", "describe", "make_strategies"]
