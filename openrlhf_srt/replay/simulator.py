@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.drafting.budget import BudgetConfig, length_aware_budgets
-from openrlhf_srt.replay.drafters import Drafter, RunAheadRollout, SeqState
-from openrlhf_srt.replay.suffix_tree import Draft
+from openrlhf_srt.replay.drafters import Drafter, DraftTree, RunAheadRollout, SeqState
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,9 @@ class RunAhead:
     policy of these traces is fixed, so they are independent samples of the same policy,
     never the responses being replayed), each cut to its first ``token_fraction``. Prompts
     are chosen by their order in step s: every prompt whose index i satisfies
-    floor((i + 1) * f) > floor(i * f), i.e. an evenly spread fraction f. The partial
-    responses enter the per-prompt tree (tag ``runahead``) before step s and are removed
-    when step s ends; the last step has no run-ahead source and gets none."""
+    floor((i + 1) * f) > floor(i * f), i.e. an evenly spread fraction f. The drafter gets
+    these partial rollouts when step s begins (``Drafter.begin_step``) and drops them when it
+    ends; the last step has no run-ahead source and gets none."""
 
     prompt_fraction: float = 0.5
     samples: int = 2
@@ -172,7 +171,7 @@ def group_steps(records: Sequence[TraceRecord]) -> list[tuple[int, list[TraceRec
     return out
 
 
-def verify(draft: Draft, target: Sequence[int], pos: int) -> int:
+def verify(draft: DraftTree, target: Sequence[int], pos: int) -> int:
     """Draft tokens accepted at response position ``pos``: the deepest draft node whose path
     equals the recorded tokens (a path draft is the special case parents[i] == i - 1)."""
     remaining = len(target) - pos
