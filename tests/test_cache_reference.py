@@ -1,4 +1,4 @@
-"""Property tests: the native cache against the pure-Python reference (tests/cache_reference.py)."""
+"""Property tests: the native cache against its pure-Python reference (openrlhf_srt.replay.reference_cache)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import tempfile
 
 import numpy as np
 import pytest
-from cache_reference import RULES, RefTree
-from cache_reference import draft as ref_draft
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openrlhf_srt.cache import CacheConfig, TreeCache
+from openrlhf_srt.cache import RULES, CacheConfig, TreeCache
+from openrlhf_srt.replay.reference_cache import ReferenceTree
+from openrlhf_srt.replay.reference_cache import draft as ref_draft
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -72,8 +72,8 @@ def reference_trees(sc, seqs):
     for p in range(len(sc["prompts"])):
         texts = [sc["prompts"][p] + info["resp"] for info in seqs.values() if info["p"] == p]
         if texts:
-            ptrees[p] = RefTree.build(texts, sc["depth"])
-    gtree = RefTree.build([info["resp"] for info in seqs.values()], sc["depth"])
+            ptrees[p] = ReferenceTree.build(texts, sc["depth"])
+    gtree = ReferenceTree.build([info["resp"] for info in seqs.values()], sc["depth"])
     return ptrees, gtree
 
 

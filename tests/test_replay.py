@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import json
 import random
@@ -11,17 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from openrlhf_srt.cache import CacheConfig, TreeCache
 from openrlhf_srt.data.traces import TraceRecord, read_traces
-from openrlhf_srt.drafting.drafters import NgramDrafter, SeqState, TreeDrafter
-from openrlhf_srt.drafting.simulate import RunAhead, Strategy, replay, verify
-from openrlhf_srt.drafting.strategies import make_strategies
-from openrlhf_srt.drafting.suffix_tree import Draft, SuffixTree
+from openrlhf_srt.replay.cache_drafter import CacheDrafter
+from openrlhf_srt.replay.drafters import DraftTree, NgramDrafter, RunAheadRollout, SeqState
+from openrlhf_srt.replay.reference_cache import ReferenceCache
+from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
+from openrlhf_srt.replay.strategies import CACHE_DESIGNS, Common, make_strategies
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRACES = [DATA / "smollm2_math_t0.6.jsonl.gz", DATA / "smollm2_math_t1.0.jsonl.gz"]
 needs_traces = pytest.mark.skipif(not all(p.exists() for p in TRACES),
                                   reason="shared reference traces not present")
+ARCTIC = "arctic_inference.suffix_decoding._C"
+# The per-prompt online cache on each implementation: the native cache, its pure-Python
+# reference (same rules) and ArcticInference's trees (vLLM's suffix rules; make bench).
+IMPLEMENTATIONS = ["native", "reference", "arctic"]
 
 
 def cli_main(argv):
@@ -38,18 +45,48 @@ def rec(step, prompt, sample, response, key=None):
                        policy_version=step)
 
 
-def srt(name="srt", **kw):
-    kw = {"prompt_mode": "online", "factor": 100.0, "min_prob": 0.0, **kw}
-    return Strategy(name, partial(TreeDrafter, name=name, **kw))
+def srt(implementation, name="srt", history=False):
+    """Per-prompt trees filled online (or, with ``history``, after each step), no length or
+    probability cut."""
+    if implementation == "arctic":
+        pytest.importorskip(ARCTIC, reason="arctic-inference is not installed (make bench)")
+        from openrlhf_srt.replay.arctic import ArcticDrafter
+
+        make = partial(ArcticDrafter, name=name, prompt_mode="history" if history else "online",
+                       factor=100.0, min_prob=0.0)
+    else:
+        make = partial(CacheDrafter, name, rule="prompt", min_prob=0.0, history=history,
+                       reference=implementation == "reference")
+    return Strategy(name, make)
 
 
 def tokens_per_step(records, strategy, order="engine"):
     return replay(records, [strategy], order=order, progress=False)[0]
 
 
-def test_lockstep_siblings_by_hand():
-    # Two samples A, B of prompt [9], both answering 5 6 7 2; SRT's per-prompt tree, engine
-    # order (A's tokens reach the tree before B drafts in the same round).
+@pytest.mark.parametrize("implementation", ["native", "reference"])
+def test_lockstep_siblings_by_hand(implementation):
+    # Two samples A, B of prompt [9], both answering 5 6 7 2; the cache's per-prompt tree
+    # (prompt + responses), engine order (A's tokens reach the cache before B drafts in the
+    # same round).
+    # round 1: A: [9] occurs twice (both prompts), never continued -> no draft, produces 5.
+    #   B: [9] now continues with A's 5 -> draft [5], accepted, + 6: 2 tokens.
+    # round 2: A: [9 5] continues with B's 6 -> draft [6], accepted, + 7: 2 tokens.
+    #   B: [9 5 6] continues with A's 7 -> draft [7], accepted, + 2 (the end): 2 tokens.
+    # round 3: A: [9 5 6 7] continues with B's 2 -> draft [2], accepted, it ends the response.
+    # A: 1 + 2 + 1, B: 2 + 2 -> 8 tokens in 5 verification steps, 4 accepted, 4 hits.
+    records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(0, [9], 1, [5, 6, 7, 2])]
+    res = tokens_per_step(records, srt(implementation))
+    assert (res.total.tokens, res.total.steps) == (8, 5)
+    assert res.total.accepted == 4 and res.total.hits == 4
+    # sync order: nobody sees a sibling's tokens of the same round -> one token per step.
+    res = tokens_per_step(records, srt(implementation), order="sync")
+    assert (res.total.tokens, res.total.steps) == (8, 8)
+
+
+def test_lockstep_siblings_by_hand_arctic():
+    # The same with ArcticInference's rules: per-prompt trees of responses only, and the
+    # whole context is never matched.
     # round 1: the context is the prompt alone (no suffix shorter than it to match): A and B
     #   draft nothing and produce 5 each.
     # round 2: A: [5] occurs twice (A, B) without continuation -> no draft, produces 6.
@@ -58,57 +95,46 @@ def test_lockstep_siblings_by_hand():
     #   B: [7] continues with A's 2 -> draft [2], accepted, it ends the response: 1 token.
     # A: 1 + 1 + 2, B: 1 + 2 + 1 -> 8 tokens in 6 verification steps, 3 accepted, 3 hits.
     records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(0, [9], 1, [5, 6, 7, 2])]
-    res = tokens_per_step(records, srt())
+    res = tokens_per_step(records, srt("arctic"))
     assert (res.total.tokens, res.total.steps) == (8, 6)
     assert res.total.accepted == 3 and res.total.hits == 3
-    # sync order: nobody sees a sibling's tokens of the same round -> one token per step.
-    res = tokens_per_step(records, srt(), order="sync")
+    res = tokens_per_step(records, srt("arctic"), order="sync")
     assert (res.total.tokens, res.total.steps) == (8, 8)
 
 
-def test_tokens_per_step_counts_end_of_response():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_tokens_per_step_counts_end_of_response(implementation):
     # A later step replays the same response with the earlier one cached: the whole
     # response is drafted at once; the last step produces only the tokens that were left.
     records = [rec(0, [9], 0, [5, 6, 7, 2]), rec(1, [9], 0, [5, 6, 7, 2])]
-    res = tokens_per_step(records, srt())
+    res = tokens_per_step(records, srt(implementation))
     assert res.by_step[0].steps == 4
-    # step 1: round 1 has no match (context is the prompt alone), round 2 drafts 6 7 2
-    assert (res.by_step[1].steps, res.by_step[1].tokens, res.by_step[1].accepted) == (2, 4, 3)
+    # step 1: the project's cache indexes the prompt, so round 1 drafts 5 6 7 2 from it;
+    # ArcticInference has no match in round 1 (the context is the prompt alone) and drafts
+    # 6 7 2 in round 2.
+    want = (2, 4, 3) if implementation == "arctic" else (1, 4, 4)
+    assert (res.by_step[1].steps, res.by_step[1].tokens, res.by_step[1].accepted) == want
 
 
-def test_history_only_never_sees_the_current_step():
-    d = TreeDrafter(name="history", prompt_mode="history")
-    d.begin_step(0)
-    a = SeqState(0, 0, 1, [9], [5, 6, 7])
-    b = SeqState(1, 0, 1, [9], [5, 6, 7])
-    for s in (a, b):
-        d.start(s)
-    a.response += [5, 6, 7]
-    d.extend(a, [5, 6, 7])
-    d.finish(a)
-    assert d._prompt_trees[1].num_tokens == 0  # finished sibling not visible in its step
-    b.response += [5]
-    d.extend(b, [5])
-    assert d.draft(b, 16).token_ids == []
-    b.response += [6, 7]
-    d.extend(b, [6, 7])
-    d.finish(b)
-    d.end_step(0)
-    assert d._prompt_trees[1].num_tokens == 6  # visible from the next step on
-    # and in a replay: identical siblings of one step give no drafts at all
-    records = [rec(0, [9], i, [5, 6, 7, 2]) for i in range(3)]
-    hist = Strategy("history", partial(TreeDrafter, name="history", prompt_mode="history",
-                                       factor=100.0, min_prob=0.0))
-    assert tokens_per_step(records, hist).total.hits == 0
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_history_never_sees_the_current_step(implementation):
+    # identical siblings of one step give no drafts at all; the next step drafts from them
+    # (all of the response, or with ArcticInference all but a first token without a match)
+    records = [rec(0, [9], i, [5, 6, 7, 2]) for i in range(3)] + [rec(1, [9], 0, [5, 6, 7, 2])]
+    res = tokens_per_step(records, srt(implementation, history=True))
+    assert res.by_step[0].hits == 0
+    assert res.by_step[1].hits > 0 and res.by_step[1].accepted >= 3
 
 
-def test_runahead_uses_next_step_and_never_changes_responses():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_runahead_uses_next_step_and_never_changes_responses(implementation):
     records = [rec(s, [9], i, [5, 6, 7, 8, 2]) for s in range(2) for i in range(2)]
     records[3] = rec(1, [9], 1, [4, 3, 4, 3, 2])
     before = copy.deepcopy(records)
     ra = RunAhead(prompt_fraction=1.0, samples=1, token_fraction=0.6)
-    plain = tokens_per_step(records, srt())
-    ahead = tokens_per_step(records, Strategy("srt-runahead", srt().make, runahead=ra))
+    plain = tokens_per_step(records, srt(implementation))
+    ahead = tokens_per_step(records, Strategy("srt-runahead", srt(implementation).make,
+                                              runahead=ra))
     assert records == before
     assert ahead.total.tokens == plain.total.tokens == sum(len(r.response_token_ids)
                                                           for r in records)
@@ -116,21 +142,32 @@ def test_runahead_uses_next_step_and_never_changes_responses():
     assert ahead.by_step[0].steps < plain.by_step[0].steps
     assert ahead.by_step[0].accepted > plain.by_step[0].accepted
     later = {9: [r for r in records if r.step == 1]}
-    assert ra.partials([9], later) == {9: [[5, 6, 7]]}
+    assert ra.partials([9], later) == [RunAheadRollout(9, [9], [5, 6, 7])]
 
 
-def test_runahead_hints_are_removed_after_their_step():
-    d = TreeDrafter(name="x", prompt_mode="online")
-    d.begin_step(0, {7: [[1, 2, 3]]})
-    assert d._prompt_trees[7].num_tokens == 3
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_runahead_rollouts_feed_their_step_only(implementation):
+    d = srt(implementation).make()
+
+    def sibling(step, seq_id):
+        seq = SeqState(seq_id, step, 7, [9], [1, 2, 3], response=[1])
+        d.start(seq)
+        d.extend(seq, [1])
+        return seq
+
+    d.begin_step(0, [RunAheadRollout(7, [9], [1, 2, 3])])
+    seq = sibling(0, 0)
+    assert d.draft(seq, 4).token_ids == [2, 3]  # from the run-ahead rollout
+    d.finish(seq)
     d.end_step(0)
-    assert d._prompt_trees[7].num_tokens == 0
+    d.begin_step(1)
+    assert d.draft(sibling(1, 1), 4).token_ids == []  # gone with its step
 
 
 def test_verify_tree_and_path():
-    path = Draft([5, 6, 9], [-1, 0, 1])
+    path = DraftTree([5, 6, 9], [-1, 0, 1])
     assert verify(path, [5, 6, 7, 8], 0) == 2
-    tree = Draft([5, 4, 7, 6, 8], [-1, -1, 0, 0, 3])  # 5 -> {7, 6 -> 8}, 4
+    tree = DraftTree([5, 4, 7, 6, 8], [-1, -1, 0, 0, 3])  # 5 -> {7, 6 -> 8}, 4
     assert verify(tree, [5, 6, 8, 2], 0) == 3
     assert verify(tree, [4, 6], 0) == 1
     assert verify(tree, [5, 6], 0) == 2  # never beyond the response
@@ -142,39 +179,28 @@ def test_ngram_proposes_what_followed_the_last_occurrence():
     assert d.draft(seq, 2).token_ids == [4, 1]  # [1, 2] occurred last at positions 3-4
 
 
-def test_python_tree_matches_arctic_inference():
-    native = pytest.importorskip("arctic_inference.suffix_decoding._C")
-    rng = random.Random(1)
-    for _ in range(60):
-        depth = rng.choice([3, 6, 24])
-        a, p, seqs = native.SuffixTree(depth), SuffixTree(depth), {}
-        for _ in range(12):
-            sid = rng.randrange(4)
-            if seqs and rng.random() < 0.15:
-                sid = rng.choice(list(seqs))
-                a.remove(sid), p.remove(sid), seqs.pop(sid)
-                continue
-            toks = [rng.randrange(4) for _ in range(rng.randint(1, 10))]
-            a.extend(sid, toks), p.extend(sid, toks)
-            seqs.setdefault(sid, []).extend(toks)
-            ctx = [rng.randrange(4) for _ in range(rng.randint(1, depth))]
-            for tree in (False, True):
-                args = (16, 100.0, 0.0, 0.1, tree)
-                da, dp = a.speculate(ctx, *args), p.speculate(ctx, *args)
-                if not tree:  # tie order inside a token tree's heap is the native one's own
-                    assert list(da.token_ids) == dp.token_ids
-                assert da.match_len == dp.match_len
-                assert da.score == pytest.approx(dp.score, rel=1e-5)
-
-
 def test_bad_input():
     with pytest.raises(ValueError, match="no records"):
-        replay([], make_strategies(["srt"]), progress=False)
+        replay([], make_strategies(["native-srt"]), progress=False)
     with pytest.raises(ValueError, match="unknown strategies"):
         make_strategies(["nope"])
     with pytest.raises(ValueError, match="duplicate"):
-        replay([rec(0, [9], 0, [1]), rec(0, [9], 0, [2])], make_strategies(["srt"]),
+        replay([rec(0, [9], 0, [1]), rec(0, [9], 0, [2])], make_strategies(["native-srt"]),
                progress=False)
+
+
+def test_arctic_strategies_need_arctic_inference(tmp_path, capsys):
+    try:
+        importlib.import_module(ARCTIC)
+    except ImportError:
+        with pytest.raises(RuntimeError, match="make bench"):
+            make_strategies(["arctic-global"])
+        trace = tmp_path / "t.jsonl"
+        trace.write_text("")
+        assert cli_main([str(trace), "--strategies", "arctic-global", "--quiet"]) == 2
+        assert "make bench" in capsys.readouterr().err
+    else:
+        assert [s.name for s in make_strategies(["arctic-global"])] == ["arctic-global"]
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -190,11 +216,11 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     png, js = tmp_path / "replay.png", tmp_path / "replay.json"
     argv = [str(p) for p in TRACES] + ["--prompts", "1", "--strategies",
-                                       "ngram,srt-runahead",
+                                       "ngram,native-srt-runahead",
                                        "--plot", str(png), "--json", str(js), "--quiet"]
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
-    assert "tok/step" in out and "srt-runahead" in out and "ngram" in out
+    assert "tok/step" in out and "native-srt-runahead" in out and "ngram" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figures = json.loads(js.read_text())
     assert len(figures) == 2
@@ -206,33 +232,91 @@ def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     assert figures[str(TRACES[0])][0]["total"]["tokens"] == n
 
 
-def test_default_strategy_pools_trees_and_drafts_a_tree():
-    # One step, two identical samples: the default (pooled counts, draft tree) drafts from
-    # the sibling's tokens like SRT and reproduces every recorded token.
+def test_default_strategy_drafts_a_tree():
+    # One step, two identical samples: the recommended rule drafts a token tree from the
+    # sibling's tokens and reproduces every recorded token in no more steps than SRT.
     records = [rec(0, [9], 0, [5, 6, 7, 8, 2]), rec(0, [9], 1, [5, 6, 7, 8, 2])]
-    strategies = make_strategies(["srt", "default", "default-path", "merge"])
+    strategies = make_strategies(["native-srt", "native-default"])
     results = replay(records, strategies, progress=False)
     assert all(r.total.tokens == 10 for r in results)
     by_name = {r.strategy: r.total for r in results}
-    assert by_name["default"].steps <= by_name["srt"].steps
-    assert "tree_spec=True" in ", ".join(f"{k}={v}" for k, v in strategies[1].settings().items())
+    assert by_name["native-default"].steps <= by_name["native-srt"].steps
+    assert strategies[1].settings()["tree_spec"] is True
 
 
-def test_continued_counts_stay_exact_under_insert_and_remove():
-    rng = random.Random(2)
-    tree, seqs = SuffixTree(5), {}
-    for _ in range(200):
-        sid = rng.randrange(6)
-        if seqs and rng.random() < 0.2:
-            sid = rng.choice(list(seqs))
-            tree.remove(sid)
-            seqs.pop(sid)
+# ------------------------------------------------------------- the project's cache, replayed
+def random_trace(seed, steps=3, prompts=3, samples=3, vocab=4, length=(0, 14)):
+    """Short responses over a few tokens, so that trees match and drafts get accepted."""
+    rng = random.Random(seed)
+    heads = [[10 + p] + [rng.randrange(vocab) for _ in range(rng.randint(0, 2))]
+             for p in range(prompts)]
+    return [rec(s, heads[p], i, [rng.randrange(vocab) for _ in range(rng.randint(*length))],
+                key=10 + p)
+            for s in range(steps) for p in range(prompts) for i in range(samples)]
+
+
+def figures(result):
+    def rows(stats):
+        return {k: vars(v) for k, v in sorted(stats.items())}
+
+    return vars(result.total), rows(result.by_step), rows(result.by_position)
+
+
+@pytest.mark.parametrize("tree", [False, True], ids=["path", "tree"])
+@pytest.mark.parametrize("design", sorted(CACHE_DESIGNS))
+def test_native_and_reference_caches_replay_the_same(design, tree):
+    common = Common(max_depth=6, budget=3, min_prob=0.1, tree=tree)
+    for seed in range(4):
+        records = random_trace(seed)
+        native, reference = replay(
+            records, make_strategies([f"native-{design}", f"reference-{design}"], common=common),
+            progress=False)
+        assert native.total.accepted > 0, "the trace must exercise drafting"
+        assert figures(native) == figures(reference), (design, seed)
+
+
+def test_reference_cache_counts_equal_native_under_insert_remove_and_window():
+    rng = random.Random(3)
+    config = CacheConfig(max_depth=5, rule="merge")
+    native, reference = TreeCache(config), ReferenceCache(config)
+    running, done = set(), set()
+    for op in range(400):
+        kind = rng.random()
+        if kind < 0.15 or not running:
+            sid = op
+            key, step = rng.randrange(3), op // 100
+            for c in (native, reference):
+                c.add_sequence(sid, key, [50 + key, rng.randrange(3)][:1], step=step)
+            running.add(sid)
+        elif kind < 0.8:
+            sid = rng.choice(sorted(running))
+            toks = [rng.randrange(3) for _ in range(rng.randint(1, 3))]
+            for c in (native, reference):
+                c.extend(sid, toks)
+        elif kind < 0.9:
+            sid = rng.choice(sorted(running))
+            for c in (native, reference):
+                c.finish_sequence(sid)
+            running.discard(sid)
+            done.add(sid)
+        elif kind < 0.97 and done:
+            sid = rng.choice(sorted(done))
+            for c in (native, reference):
+                c.remove_sequence(sid)
+            done.discard(sid)
         else:
-            toks = [rng.randrange(3) for _ in range(rng.randint(1, 8))]
-            tree.extend(sid, toks)
-            seqs.setdefault(sid, []).extend(toks)
-    stack = [tree._root]
-    while stack:
-        node = stack.pop()
-        assert node.cont == sum(c.count for c in node.children.values())
-        stack.extend(node.children.values())
+            step = op // 100
+            assert native.drop_steps_before(step) == reference.drop_steps_before(step)
+            done = {s for s in done if s // 100 >= step}
+        assert native.dump() == reference.dump()
+        for key in range(3):
+            try:
+                want = native.dump(key)
+            except ValueError:  # no sequence of this prompt is cached
+                continue
+            assert reference.dump(key) == want
+        for sid in running:
+            a, b = native.draft(sid, 3, 0.0), reference.draft(sid, 3, 0.0)
+            assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
+            assert a.tree_parents.tolist() == b.tree_parents.tolist()
+            assert (a.match_len, a.source) == (b.match_len, b.source)

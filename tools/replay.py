@@ -16,29 +16,28 @@ import sys
 from pathlib import Path
 
 from openrlhf_srt.data.traces import read_traces
-from openrlhf_srt.drafting.backends import BACKENDS
-from openrlhf_srt.drafting.simulate import Result, replay
-from openrlhf_srt.drafting.strategies import NATIVE, STRATEGIES, Common, describe, make_strategies
-
-DEFAULT_STRATEGIES = ("global", "srt", "history", "best", "ngram", "das", "srt-runahead",
-                      "merge", "merge-best", "default-path", "default")
+from openrlhf_srt.replay.simulator import Result, replay
+from openrlhf_srt.replay.strategies import (
+    DEFAULT_STRATEGIES,
+    STRATEGIES,
+    Common,
+    describe,
+    make_strategies,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help=f"comma-separated, from: {', '.join([*STRATEGIES, *NATIVE])}")
-    p.add_argument("--backend", default="python", choices=BACKENDS,
-                   help="suffix tree of the tree strategies (the pooled-count ones always "
-                        "use the Python tree)")
+                   help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     p.add_argument("--order", default="engine", choices=("engine", "sync"),
                    help="when a sequence's new tokens reach the caches within a round")
     p.add_argument("--max-depth", type=int, default=Common.max_depth)
     p.add_argument("--budget", type=int, default=Common.budget, help="draft tokens per step")
     p.add_argument("--min-prob", type=float, default=Common.min_prob)
     p.add_argument("--factor", type=float, default=Common.factor,
-                   help="draft at most factor x match length tokens")
+                   help="arctic-* only: draft at most factor x match length tokens")
     p.add_argument("--tree", action="store_true",
                    help="draft token trees (best-first, --budget nodes) instead of paths")
     p.add_argument("--prompts", type=int, default=0,
@@ -74,13 +73,14 @@ def load(path: Path, prompts: int):
 
 def table(results: list[Result]) -> str:
     steps = sorted({s for r in results for s in r.by_step})
-    head = (f"{'strategy':<14} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
+    w = max(len("strategy"), *(len(r.strategy) for r in results))
+    head = (f"{'strategy':<{w}} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
             + " ".join(f"{'step' + str(s):>7}" for s in steps))
     lines = [head, "-" * len(head)]
     for r in results:
         t = r.total
         per = " ".join(f"{r.by_step[s].tokens_per_step:>7.3f}" for s in steps)
-        lines.append(f"{r.strategy:<14} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
+        lines.append(f"{r.strategy:<{w}} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
                      f"{t.acceptance:>7.3f} {t.draft_per_step:>8.2f} {per}")
     return "\n".join(lines)
 
@@ -129,12 +129,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     common = Common(args.max_depth, args.budget, args.min_prob, args.factor, args.tree)
     try:
-        strategies = make_strategies(args.strategies, args.backend, common)
+        strategies = make_strategies(args.strategies, common)
         inputs = [(Path(t), load(Path(t), args.prompts)) for t in args.traces]
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return 2
-    print(f"backend {args.backend}, order {args.order}")
+    print(f"order {args.order}")
     for s in strategies:
         print(f"  {s.name}: {describe(s.name)}")
         print("    " + ", ".join(f"{k}={v}" for k, v in s.settings().items()))

