@@ -21,10 +21,8 @@ from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
 from openrlhf_srt.replay.strategies import CACHE_DESIGNS, Common, make_strategies
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"  # the reference traces (tests/data/README.md)
 TRACES = [DATA / "smollm2_math_t0.6.jsonl.gz", DATA / "smollm2_math_t1.0.jsonl.gz"]
-needs_traces = pytest.mark.skipif(not all(p.exists() for p in TRACES),
-                                  reason="shared reference traces not present")
 ARCTIC = "arctic_inference.suffix_decoding._C"
 # The per-prompt online cache on each implementation: the native cache, its pure-Python
 # reference (same rules) and ArcticInference's trees (vLLM's suffix rules; make bench).
@@ -212,7 +210,6 @@ def test_cli_errors(tmp_path, capsys):
     assert "no records" in capsys.readouterr().err
 
 
-@needs_traces
 def test_cli_on_shared_traces_writes_plot(tmp_path, capsys):
     png, js = tmp_path / "replay.png", tmp_path / "replay.json"
     argv = [str(p) for p in TRACES] + ["--prompts", "1", "--strategies",

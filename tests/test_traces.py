@@ -13,7 +13,7 @@ from openrlhf_srt.data.traces import (
     read_traces,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REFERENCE_TRACES = Path(__file__).resolve().parent / "data"  # tests/data/README.md
 
 
 def _record(step=0, sample=0, prompt=(1, 2, 3), response=(4, 5)) -> TraceRecord:
@@ -83,9 +83,8 @@ def test_reader_rejects_truncated_gzip(tmp_path):
         read_traces(path)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (reference traces) is not beside the checkout")
 def test_reads_reference_traces_without_prompt_key():
-    records = read_traces(SHARED / "smollm2_math_t0.6.jsonl.gz")
+    records = read_traces(REFERENCE_TRACES / "smollm2_math_t0.6.jsonl.gz")
     assert len(records) == 288
     assert len({r.prompt_key for r in records}) == 12
     assert all(r.prompt_key == prompt_key(r.prompt_token_ids) for r in records)

@@ -2,8 +2,8 @@
 
 Traces are what benchmarks and the replay simulator consume. The reader validates every
 line and reports the file and line number of the first malformed one; it accepts the
-reference traces in ../shared/data (which carry `prompt_id` instead of `prompt_key`) by
-deriving the key from the prompt token ids.
+project's reference traces (tests/data/, which carry `prompt_id` instead of `prompt_key`)
+by deriving the key from the prompt token ids.
 """
 
 from __future__ import annotations
