@@ -16,9 +16,9 @@ not yet run ahead this step and not among the step's own prompts (`select_runahe
 
 Why the cost check: run-ahead is meant to fill idle capacity. On a GPU a decode step with a
 few sequences costs the same as one with dozens (the step cost's knee is in the hundreds of
-tokens), so run-ahead in the bubble is free. On a CPU every extra token costs ~3.6 ms on top
-of a ~37 ms step (knee 0): two run-ahead rows beside two rollout rows make the tail ~16%
-slower. `set_step_cost` gives the planner the engine's fitted cost (the drafter's
+tokens), so run-ahead in the bubble is free. On a CPU every extra token costs a share of
+the step (the knee is near 0; docs/drafting.md has measured costs), so run-ahead rows beside
+the last rollout rows slow the tail down. `set_step_cost` gives the planner the engine's fitted cost (the drafter's
 `StepCostModel`, `srt_stats()["step_cost"]`); without one, only the budget applies.
 """
 
