@@ -102,8 +102,8 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         self._ra_requests = 0
         self._prompts = PromptCounts()  # rollout samples per prompt key here (bounded)
         await super().__init__(*args, **kwargs)
-        self.srt_engine = AsyncSRTEngineHandle(self.llm)
-        await self.srt_engine.bind()
+        self.srt_handle = AsyncSRTEngineHandle(self.llm)
+        await self.srt_handle.bind()
 
     # ------------------------------------------------------------------ rollouts
     async def generate_responses(self, prompt, label, sampling_params, max_length,
@@ -186,7 +186,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
     # ------------------------------------------------------------------ cache and stats
     async def srt_step_stats(self) -> dict[str, Any]:
         """Drafter figures since the last call (reset), plus this actor's token counts."""
-        s = dict(await self.srt_engine.stats(reset=True))
+        s = dict(await self.srt_handle.stats(reset=True))
         s.update(rollout_tokens=self._rollout_tokens, rollout_requests=self._rollout_requests,
                  runahead_tokens=self._ra_tokens, runahead_started=self._ra_requests)
         self._rollout_tokens = self._rollout_requests = self._ra_tokens = self._ra_requests = 0
@@ -199,22 +199,22 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
 
     async def srt_stats(self) -> dict[str, Any]:
         """The drafter's figures (cache, settings, counters), counters not reset."""
-        return await self.srt_engine.stats()
+        return await self.srt_handle.stats()
 
     async def srt_set_step(self, step: int) -> None:
-        await self.srt_engine.set_step(step)
+        await self.srt_handle.set_step(step)
 
     async def srt_keep_window(self, step: int, window: int) -> int:
-        return await self.srt_engine.keep_window(step, window)
+        return await self.srt_handle.keep_window(step, window)
 
     async def srt_save_snapshot(self, path: str) -> None:
-        await self.srt_engine.save_snapshot(path)
+        await self.srt_handle.save_snapshot(path)
 
     async def srt_load_snapshot(self, path: str) -> None:
-        await self.srt_engine.load_snapshot(path)
+        await self.srt_handle.load_snapshot(path)
 
     async def srt_clear(self) -> None:
-        await self.srt_engine.clear()
+        await self.srt_handle.clear()
 
 
 SRTRolloutActor = ray.remote(_SRTRolloutActor)
