@@ -48,9 +48,9 @@ def _gen(llm, prompt_ids, params):
 
 
 def _stats(llm, reset=False):
-    from openrlhf_srt.vllm.srt_engine import srt_stats
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
-    return srt_stats(llm, reset=reset)
+    return SRTEngineHandle(llm).stats(reset=reset)
 
 
 def _assert_drafts_exercised(s):

@@ -33,7 +33,7 @@ def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority
     from openrlhf_srt.local.rollout import drive
     from openrlhf_srt.local.runahead import LocalRunahead
     from openrlhf_srt.runahead import LookaheadPrompts
-    from openrlhf_srt.vllm.srt_engine import srt_stats
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
     llm = srt_priority_engine
     prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 1, 4093, 198]
@@ -48,9 +48,9 @@ def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority
     lookahead = LookaheadPrompts([[0, 1], [2, 3], [4, 5], [6, 7]], unpack=list)
     ra = LocalRunahead(srt, lookahead, ids.__getitem__)
     ra.set_step([0, 1], SamplingParams(temperature=0.6))
-    srt_stats(llm, reset=True)
+    SRTEngineHandle(llm).stats(reset=True)
     driven = drive(llm, requests, ra)
-    stats = srt_stats(llm, reset=True)
+    stats = SRTEngineHandle(llm).stats(reset=True)
 
     assert [len(o.token_ids) for o in driven.outputs] == [4] * 6 + [160]
     assert not llm.llm_engine.has_unfinished_requests()  # run-ahead aborted at the end

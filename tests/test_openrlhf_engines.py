@@ -80,7 +80,7 @@ def group(embedded_model_path, srt_test_settings):
     t0 = time.monotonic()
     engines = create_srt_engines(2, 1, embedded_model_path, 0, False, False, True, 512,
                                  srt=srt, cpu=True, max_num_seqs=64)
-    ray.get([e.srt_load.remote() for e in engines])
+    ray.get([e.srt_request_counts.remote() for e in engines])
     print(f"\n2 SRT engines up in {time.monotonic() - t0:.0f} s")
     tok = AutoTokenizer.from_pretrained(embedded_model_path)
     yield SimpleNamespace(engines=engines, srt=srt, tokenizer=tok)
@@ -118,8 +118,8 @@ def run(group):
         print(f"step {len(steps)}: {len(samples)} samples in {steps[-1].seconds:.1f} s; "
               + ", ".join(f"{k}={v:.3g}" for k, v in sorted(m.items())))
     counts = ray.get([e.srt_prompt_counts.remote() for e in group.engines])
-    loads = ray.get([e.srt_load.remote() for e in group.engines])
-    return SimpleNamespace(gen=gen, steps=steps, counts=counts, loads=loads,
+    requests = ray.get([e.srt_request_counts.remote() for e in group.engines])
+    return SimpleNamespace(gen=gen, steps=steps, counts=counts, requests=requests,
                            lookahead_after_step1=lookahead_after_step1)
 
 
@@ -139,7 +139,7 @@ def test_no_runahead_leakage(run):
             assert s.labels == [f"label-{s.prompts[0][:6]}"]
     # run-ahead did run, and its requests never came back as samples
     assert sum(s.metrics["srt/runahead_tokens"] for s in run.steps) > 0
-    assert all(load["runahead"] == 0 for load in run.loads)  # all aborted or done
+    assert all(r["runahead"] == 0 for r in run.requests)  # all aborted or done
 
 
 def test_routing_sticky_and_bounded(group, run):
@@ -181,7 +181,7 @@ def test_engines_hold_the_drafter_settings_they_were_given(group, run):
     expected = group.srt.drafter_config().to_dict()
     assert expected["max_draft_tokens"] == 4 and expected["cache_bytes"] == 1 << 26
     for e in group.engines:
-        assert ray.get(e.srt_rpc.remote("srt_stats"))["settings"] == expected
+        assert ray.get(e.srt_stats.remote())["settings"] == expected
 
 
 def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):
@@ -191,20 +191,20 @@ def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):
 
     trees = {(p, e) for st in run.steps for p, e in st.dispatch}
     trees |= {(p, home_engine(p, 2)) for p in DATASET[4:8]}  # run ahead during step 1
-    cache = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    cache = [ray.get(e.srt_stats.remote())["cache"] for e in group.engines]
     assert sum(c["prompts"] for c in cache) == len(trees)
 
 
 def test_snapshot_save_and_restore(group, run, tmp_path):
     gen = run.gen
-    before = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    before = [ray.get(e.srt_stats.remote())["cache"] for e in group.engines]
     paths = gen.save_snapshots(tmp_path / "snap")
     assert all(os.path.getsize(p) > 0 for p in paths)
-    ray.get([e.srt_rpc.remote("srt_clear") for e in group.engines])
-    assert all(ray.get(e.srt_rpc.remote("srt_stats"))["cache"]["prompts"] == 0
+    ray.get([e.srt_clear.remote() for e in group.engines])
+    assert all(ray.get(e.srt_stats.remote())["cache"]["prompts"] == 0
                for e in group.engines)
     assert gen.load_snapshots(tmp_path / "snap")
-    after = [ray.get(e.srt_rpc.remote("srt_stats"))["cache"] for e in group.engines]
+    after = [ray.get(e.srt_stats.remote())["cache"] for e in group.engines]
     for b, a in zip(before, after):
         assert (a["prompts"], a["sequences"], a["tokens"]) == (b["prompts"], b["sequences"],
                                                                b["tokens"])
@@ -244,12 +244,12 @@ def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):
         [DATASET[i]] for i in range(4, 8)]
     assert (snapshot_dir(str(tmp_path), 1) / "engine0.snap").is_file()
 
-    ray.get([e.srt_rpc.remote("srt_clear") for e in group.engines])
+    ray.get([e.srt_clear.remote() for e in group.engines])
     fresh = make_generator(group, prompts=[])  # restored dataloader: nothing after prompt 7
     trainer = Trainer(fresh, tmp_path)
     trainer.init_checkpoint_states()
     assert fresh.train_step == 1
-    assert sum(ray.get(e.srt_rpc.remote("srt_stats"))["cache"]["prompts"]
+    assert sum(ray.get(e.srt_stats.remote())["cache"]["prompts"]
                for e in group.engines) > 0
     fresh.srt = type(group.srt)(**{**group.srt.as_dict(), "runahead": False})
     samples, _, consumed, _ = fresh.generate_samples(**GEN_KW)

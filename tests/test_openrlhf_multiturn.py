@@ -68,7 +68,7 @@ def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, t
         outs = ray.get(engine.generate_responses.remote(
             prompt="Q: what is 6 x 7? A:", label="42", sampling_params=params,
             max_length=256, hf_tokenizer=tok, num_samples=4))
-        cache = ray.get(engine.srt_rpc.remote("srt_stats"))["cache"]
+        cache = ray.get(engine.srt_stats.remote())["cache"]
     finally:
         ray.shutdown()
     print(cache, [o["extra_logs"] for o in outs])

@@ -39,6 +39,10 @@ class RecordingSource:
     def stats(self):
         return {"sequences": len(self.added)}
 
+    def drop_steps_before(self, step):
+        self.dropped_before = step
+        return 2
+
 
 class FakeRunner:
     """The parts of vLLM's model runner the proposer reads (input_batch, requests)."""
@@ -153,10 +157,20 @@ def test_withheld_drafts_are_computed_but_never_verified(make):
     assert p.source.steps[1][1] == [5]  # the sampled token still reached the cache
 
 
+def test_the_tree_cache_is_a_draft_source():
+    """The proposer calls every DraftSource method on its source (drop_steps_before: the
+    sliding window); the native cache has each."""
+    from openrlhf_srt.cache import TreeCache
+
+    methods = [n for n in vars(prop.DraftSource) if not n.startswith("_")]
+    assert "drop_steps_before" in methods
+    assert [n for n in methods if not callable(getattr(TreeCache, n, None))] == []
+
+
 def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
     """Under tensor parallelism vLLM uses one rank's drafts: the others hold no cache (the
     byte budget is paid once) and their RPCs answer None."""
-    from openrlhf_srt.vllm.srt_engine import owner_result
+    from openrlhf_srt.vllm.engine_client import owner_result
     from openrlhf_srt.vllm.worker_extension import SRTWorkerExtension
 
     owner, o_runner = make()
@@ -179,8 +193,12 @@ def test_only_the_output_rank_owns_a_cache(make, monkeypatch):
     stats = [w.srt_stats() for w in workers]
     assert stats[1] is None and owner_result(stats)["settings"]["budget"] == "fixed"
     assert [w.srt_set_step(3) for w in workers] == [True, None]
-    with pytest.raises(Exception, match="expected one SRT cache owner"):
-        owner_result([None, None])
+    assert owner.train_step == 3
+    # the sliding window: steps before 3 - 2 + 1 dropped on the owner; window 0 keeps all
+    assert [w.srt_keep_window(3, 2) for w in workers] == [2, None]
+    assert owner.source.dropped_before == 2
+    assert [w.srt_keep_window(5, 0) for w in workers] == [0, None]
+    assert owner.source.dropped_before == 2
 
 
 def test_settings_survive_the_path_of_vllms_ray_executor(tmp_path):
@@ -313,16 +331,17 @@ def test_siblings_draft_from_each_other_with_the_tree_cache(make):
 def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path, srt_test_settings):
     from vllm import SamplingParams
 
-    from openrlhf_srt.vllm.srt_engine import srt_stats
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
     llm = srt_float32_engine
+    srt = SRTEngineHandle(llm)
     prompt = {"prompt_token_ids": [1, 9690, 198, 2683, 359, 253, 5356, 198]}
     before = _accepted_metric(llm)
-    srt_stats(llm, reset=True)
+    srt.stats(reset=True)
     llm.generate([prompt] * 4, SamplingParams(temperature=0.0, max_tokens=16), use_tqdm=False)
     run = SamplingParams(temperature=1.0, max_tokens=8, extra_args={prop.RUNAHEAD_ARG: True})
     llm.generate([prompt] * 2, run, use_tqdm=False)
-    s = srt_stats(llm)
+    s = srt.stats()
     # the worker-side proposer holds the non-default settings the engine was started with
     # (conftest's srt_float32_engine: min_prob 0.2, budget fixed, 4 draft tokens)
     assert s["settings"] == DrafterConfig(min_prob=0.2, budget="fixed", max_draft_tokens=4,
@@ -332,15 +351,21 @@ def test_worker_rpcs(srt_float32_engine, embedded_model_path, tmp_path, srt_test
     nodes = s["cache"]["nodes"]
     assert nodes > 0
     llm.collective_rpc("reload_weights", kwargs={"weights_path": embedded_model_path})
-    assert srt_stats(llm)["cache"]["nodes"] == nodes  # weight updates keep the cache
-    path = str(tmp_path / "cache.snap")
-    llm.collective_rpc("srt_save", args=(path,))
-    llm.collective_rpc("srt_clear")
-    assert srt_stats(llm)["cache"]["nodes"] < nodes
-    llm.collective_rpc("srt_load", args=(path,))
-    assert srt_stats(llm)["cache"]["nodes"] == nodes
-    llm.collective_rpc("srt_resize", args=(1 << 28,))
-    assert srt_stats(llm)["cache"]["byte_budget"] == 1 << 28
+    assert srt.stats()["cache"]["nodes"] == nodes  # weight updates keep the cache
+    path = tmp_path / "cache.snap"
+    srt.save_snapshot(path)
+    srt.clear()
+    assert srt.stats()["cache"]["nodes"] < nodes
+    srt.load_snapshot(path)
+    assert srt.stats()["cache"]["nodes"] == nodes
+    srt.resize(1 << 28)
+    assert srt.stats()["cache"]["byte_budget"] == 1 << 28
+    srt.set_step(0)  # the step every sequence so far was recorded with
+    assert srt.keep_window(1, 0) == 0  # window 0 keeps every step
+    before = srt.stats()["cache"]["sequences"]
+    dropped = srt.keep_window(1, 1)  # the finished sequences of step 0 leave
+    assert dropped > 0 and srt.stats()["cache"]["sequences"] == before - dropped
+    srt.load_snapshot(path)
     llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
 
 

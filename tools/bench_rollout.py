@@ -52,8 +52,9 @@ def run_one(a: argparse.Namespace) -> dict:
     from openrlhf_srt.cli.collect_traces import CollectSettings, choose_prompts
     from openrlhf_srt.data.prompts import render_prompt
     from openrlhf_srt.vllm.engine import start_engine
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle
     from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
-    from openrlhf_srt.vllm.srt_engine import srt_stats, start_srt_engine
+    from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
     started = time.monotonic()
     common = {"seed": a.seed, "max_model_len": a.max_tokens + 512, "disable_log_stats": False}
@@ -71,7 +72,7 @@ def run_one(a: argparse.Namespace) -> dict:
     for step in range(a.steps):
         before = read_spec_counters(llm)
         if a.method == "srt":
-            srt_stats(llm, reset=True)
+            SRTEngineHandle(llm).stats(reset=True)
         t0 = time.perf_counter()
         outs = llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - t0
@@ -84,7 +85,7 @@ def run_one(a: argparse.Namespace) -> dict:
                "tokens_per_verify": tokens_per_step(tokens, c.accepted_tokens),
                "acceptance_rate": acceptance_rate(c)}
         if a.method == "srt":
-            s = srt_stats(llm)
+            s = SRTEngineHandle(llm).stats()
             engine = s["propose_seconds"] + s["observed_step_seconds"]
             row.update(propose_seconds=s["propose_seconds"],
                        drafter_share=s["propose_seconds"] / engine if engine else 0.0,

@@ -70,8 +70,9 @@ def run_engine(a: argparse.Namespace) -> dict:
 
     from openrlhf_srt.data.prompts import load_prompts, render_prompt
     from openrlhf_srt.vllm.engine import start_engine, stop_engine
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle
     from openrlhf_srt.vllm.spec_metrics import read_spec_counters, tokens_per_step
-    from openrlhf_srt.vllm.srt_engine import srt_stats, start_srt_engine
+    from openrlhf_srt.vllm.srt_engine import start_srt_engine
 
     model = None if a.tiny else a.model
     t0 = time.monotonic()
@@ -99,7 +100,7 @@ def run_engine(a: argparse.Namespace) -> dict:
             reqs, params = zip(*long_tail_requests(prompts, a))
             before = read_spec_counters(llm)
             if a.engine == "srt":
-                srt_stats(llm, reset=True)
+                SRTEngineHandle(llm).stats(reset=True)
             t = time.perf_counter()
             res = llm.generate(list(reqs), list(params), use_tqdm=False)
             seconds = time.perf_counter() - t
@@ -108,7 +109,7 @@ def run_engine(a: argparse.Namespace) -> dict:
             row = {"step": step, "seconds": seconds, "tokens": tokens,
                    "tokens_per_verify": tokens_per_step(tokens, c.accepted_tokens)}
             if a.engine == "srt":
-                s = srt_stats(llm)
+                s = SRTEngineHandle(llm).stats()
                 engine = s["propose_seconds"] + s["observed_step_seconds"]
                 row["drafter_share"] = s["propose_seconds"] / engine if engine else 0.0
             steps.append(row)

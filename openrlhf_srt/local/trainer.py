@@ -29,7 +29,7 @@ from openrlhf_srt.local.runahead import LocalRunahead
 from openrlhf_srt.metrics import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.runahead import LookaheadPrompts
-from openrlhf_srt.vllm.srt_engine import owner_result
+from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
 log = logging.getLogger(__name__)
 CACHE_SNAPSHOT = "srt_cache.bin"
@@ -83,11 +83,11 @@ class LocalTrainer:
         self.step_prompts: dict[int, list[int]] = {}  # pool indices trained on, per step
         self._ids: dict[int, list[int]] = {}
         self.llm = self._start_engine(load_from)
+        self.srt_handle = SRTEngineHandle(self.llm) if self.srt_on else None
         self.restored_cache: dict | None = None
         if cfg.resume and self.srt_on and cfg.srt.snapshot \
                 and (self.ckpt_dir / CACHE_SNAPSHOT).is_file():
-            owner_result(self.llm.collective_rpc("srt_load",
-                                                 args=(str(self.ckpt_dir / CACHE_SNAPSHOT),)))
+            self.srt_handle.load_snapshot(self.ckpt_dir / CACHE_SNAPSHOT)
             self.restored_cache = self._cache_stats()
         self.runahead = (LocalRunahead(cfg.srt, self.lookahead, self.prompt_ids)
                          if self.srt_on and cfg.srt.runahead else None)
@@ -102,13 +102,8 @@ class LocalTrainer:
             self._ids[index] = render_prompt(self.tokenizer, self.pool[index])
         return self._ids[index]
 
-    def _drafter_stats(self) -> dict:
-        from openrlhf_srt.vllm.srt_engine import srt_stats
-
-        return srt_stats(self.llm)
-
     def _cache_stats(self) -> dict:
-        return dict(self._drafter_stats().get("cache", {}))
+        return dict(self.srt_handle.stats().get("cache", {}))
 
     def _start_engine(self, weights: str):
         cfg, srt = self.cfg, self.cfg.srt
@@ -131,7 +126,7 @@ class LocalTrainer:
 
     def close(self) -> None:
         """Stop the engine (its processes and memory); the trainer is unusable after."""
-        llm, self.llm = getattr(self, "llm", None), None
+        llm, self.llm, self.srt_handle = getattr(self, "llm", None), None, None
         if llm is not None:
             from openrlhf_srt.vllm.engine import stop_engine
 
@@ -156,11 +151,11 @@ class LocalTrainer:
         records = [self.pool[i] for i in indices]
         prompt_ids = [self.prompt_ids(i) for i in indices]
         if self.srt_on:
-            self.llm.collective_rpc("srt_set_step", args=(step,))
+            self.srt_handle.set_step(step)
         if self.runahead is not None:
             self.runahead.set_step(indices, SamplingParams(temperature=cfg.temperature,
                                                            top_p=cfg.top_p),
-                                   step_cost=self._drafter_stats().get("step_cost"))
+                                   step_cost=self.srt_handle.stats().get("step_cost"))
         batch = generate_batch(self.llm, records, prompt_ids, n=cfg.samples_per_prompt,
                                temperature=cfg.temperature, top_p=cfg.top_p,
                                max_new_tokens=cfg.max_new_tokens, runahead=self.runahead)
@@ -222,8 +217,7 @@ class LocalTrainer:
         self.tokenizer.save_pretrained(tmp / "model")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         if self.srt_on and self.cfg.srt.snapshot:
-            owner_result(self.llm.collective_rpc(
-                "srt_save", args=(str((tmp / CACHE_SNAPSHOT).resolve()),)))
+            self.srt_handle.save_snapshot((tmp / CACHE_SNAPSHOT).resolve())
         state = {"next_step": next_step, "lookahead": self.lookahead.state_dict(),
                  "config": self.cfg.to_dict()}
         (tmp / "state.json").write_text(json.dumps(state, default=str))

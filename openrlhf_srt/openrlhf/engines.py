@@ -8,9 +8,10 @@ generate, generate_responses, weight updates, sleep/wake) started with
 - `worker_extension_cls` = `SRTWorkerWrap` (OpenRLHF's WorkerWrap + our SRT RPCs),
 - vLLM's spec-decode counters on, and priority scheduling when run-ahead should yield to
   rollouts (`--srt.runahead_priority`),
-then binds the drafter (`collective_rpc("srt_bind")`). It adds run-ahead requests (tagged
-`srt_runahead` so the drafter files them as run-ahead; their output is dropped here and
-never returned) and per-step counters.
+then binds the drafter. It adds run-ahead requests (tagged `srt_runahead` so the drafter
+files them as run-ahead; their output is dropped here and never returned), per-step
+counters, and one actor method per SRT call into its engine (`srt_stats`,
+`srt_save_snapshot`, ...: `engine_client.AsyncSRTEngineHandle`, the cache owner's answer).
 
 `create_srt_engines` runs OpenRLHF's own `create_vllm_engines` (which hard-codes its actor
 class) with `SRTActorLauncher` in place of that class (rebind.py); on a Ray cluster without
@@ -33,7 +34,7 @@ from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
-from openrlhf_srt.vllm.srt_engine import owner_result
+from openrlhf_srt.vllm.engine_client import AsyncSRTEngineHandle
 
 # Distinct prompts whose rollout counts an actor remembers (least recently generated out
 # first): 16 bytes of key and count per prompt, ~2 MB at the bound.
@@ -101,7 +102,8 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         self._ra_requests = 0
         self._prompts = PromptCounts()  # rollout samples per prompt key here (bounded)
         await super().__init__(*args, **kwargs)
-        await self.llm.collective_rpc("srt_bind")
+        self.srt_handle = AsyncSRTEngineHandle(self.llm)
+        await self.srt_handle.bind()
 
     # ------------------------------------------------------------------ rollouts
     async def generate_responses(self, prompt, label, sampling_params, max_length,
@@ -174,7 +176,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
             aborted += len(rids)
         return aborted
 
-    def srt_load(self) -> dict[str, int]:
+    def srt_request_counts(self) -> dict[str, int]:
         """Requests in the engine: all unfinished, and the run-ahead ones among them."""
         total = self.llm.output_processor.get_num_unfinished_requests()
         ra = len(self._ra_tasks)
@@ -184,7 +186,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
     # ------------------------------------------------------------------ cache and stats
     async def srt_step_stats(self) -> dict[str, Any]:
         """Drafter figures since the last call (reset), plus this actor's token counts."""
-        s = dict(owner_result(await self.llm.collective_rpc("srt_stats", kwargs={"reset": True})))
+        s = dict(await self.srt_handle.stats(reset=True))
         s.update(rollout_tokens=self._rollout_tokens, rollout_requests=self._rollout_requests,
                  runahead_tokens=self._ra_tokens, runahead_started=self._ra_requests)
         self._rollout_tokens = self._rollout_requests = self._ra_tokens = self._ra_requests = 0
@@ -195,12 +197,24 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         PROMPT_COUNTS_LIMIT prompts generated most recently."""
         return self._prompts.as_dict()
 
-    async def srt_rpc(self, method: str, *args) -> Any:
-        """One of the worker's srt_* RPCs (srt_save, srt_load, srt_clear, srt_set_step,
-        srt_keep_window, srt_stats); the cache owner's result."""
-        if not method.startswith("srt_"):
-            raise ValueError(f"not an SRT RPC: {method}")
-        return owner_result(await self.llm.collective_rpc(method, args=args))
+    async def srt_stats(self) -> dict[str, Any]:
+        """The drafter's figures (cache, settings, counters), counters not reset."""
+        return await self.srt_handle.stats()
+
+    async def srt_set_step(self, step: int) -> None:
+        await self.srt_handle.set_step(step)
+
+    async def srt_keep_window(self, step: int, window: int) -> int:
+        return await self.srt_handle.keep_window(step, window)
+
+    async def srt_save_snapshot(self, path: str) -> None:
+        await self.srt_handle.save_snapshot(path)
+
+    async def srt_load_snapshot(self, path: str) -> None:
+        await self.srt_handle.load_snapshot(path)
+
+    async def srt_clear(self) -> None:
+        await self.srt_handle.clear()
 
 
 SRTRolloutActor = ray.remote(_SRTRolloutActor)

@@ -2,11 +2,11 @@
 
 `RunaheadMonitor(generator, lookahead)` runs a thread beside OpenRLHF's generation loop:
 every `--srt.runahead_poll_seconds` it asks each engine for its running rollout requests
-(`srt_load`) and feeds one `RunaheadPlanner` per engine (the rules the local trainer uses:
-bubble detector, `RunaheadBudget`, cost check, `select_runahead`) with the upcoming prompts
-whose home is that engine (routing); the prompts it returns get run-ahead requests on that
-engine. `stop()` ends the thread, aborts all run-ahead requests on every engine and returns
-the step's figures.
+(`srt_request_counts`) and feeds one `RunaheadPlanner` per engine (the rules the local
+trainer uses: bubble detector, `RunaheadBudget`, cost check, `select_runahead`) with the
+upcoming prompts whose home is that engine (routing); the prompts it returns get run-ahead
+requests on that engine. `stop()` ends the thread, aborts all run-ahead requests on every
+engine and returns the step's figures.
 
 Peeking never consumes: the training loop still draws the same prompts in the same order.
 """
@@ -38,7 +38,7 @@ class RunaheadMonitor:
         # one planner per engine; a prompt is only ever offered to its home engine's planner
         self.planners = [self.cfg.runahead_planner() for _ in range(n)]
         # each engine's fitted step cost (the run-ahead cost check)
-        stats = ray.get([e.srt_rpc.remote("srt_stats") for e in self.engines])
+        stats = ray.get([e.srt_stats.remote() for e in self.engines])
         for plan, s in zip(self.planners, stats):
             plan.set_step_cost(s.get("step_cost"))
         self.errors: list[str] = []
@@ -59,7 +59,7 @@ class RunaheadMonitor:
 
     def poll(self, now: float) -> None:
         engines = self.engines
-        loads = ray.get([e.srt_load.remote() for e in engines])
+        requests = ray.get([e.srt_request_counts.remote() for e in engines])
         dispatched = self.gen.dispatched()
         if not self._begun:  # the step starts with the first dispatch
             if not sum(dispatched):
@@ -69,13 +69,13 @@ class RunaheadMonitor:
             self._begun = True
         upcoming = [p for p, _ in self.la.peek(self.cfg.runahead_prompts)]
         started = []
-        for i, (plan, load) in enumerate(zip(self.planners, loads)):
+        for i, (plan, req) in enumerate(zip(self.planners, requests)):
             det = plan.detector
             if dispatched[i] != det.dispatched:
                 det.add_dispatched(dispatched[i] - det.dispatched)
             mine = [p for p in upcoming if home_engine(p, len(engines)) == i]
-            chosen = plan.poll(load["rollout"], now, mine, used_tokens=load["runahead_tokens"],
-                               in_flight=load["runahead"])
+            chosen = plan.poll(req["rollout"], now, mine, used_tokens=req["runahead_tokens"],
+                               in_flight=req["runahead"])
             if not chosen:
                 continue
             # the step's rollout params, set by the first dispatch, which the step began with

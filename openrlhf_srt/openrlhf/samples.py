@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import ray
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
@@ -111,10 +110,10 @@ class SRTSamplesGenerator(SamplesGenerator):
         monitor = None
         if training:
             self.train_step += 1
-            self._call_engines("srt_rpc", "srt_set_step", self.train_step)
+            ray.get([e.srt_set_step.remote(self.train_step) for e in self.vllm_engines])
             if self.srt.window_steps:
-                self._call_engines("srt_rpc", "srt_keep_window", self.train_step,
-                                   self.srt.window_steps)
+                ray.get([e.srt_keep_window.remote(self.train_step, self.srt.window_steps)
+                         for e in self.vllm_engines])
             if self.srt.runahead and isinstance(dataloader_iter, LookaheadPrompts):
                 from openrlhf_srt.openrlhf.runahead import RunaheadMonitor
 
@@ -125,7 +124,7 @@ class SRTSamplesGenerator(SamplesGenerator):
                                             **generate_kwargs)
         finally:
             report = monitor.stop() if monitor is not None else {}
-        stats = self._call_engines("srt_step_stats")
+        stats = ray.get([e.srt_step_stats.remote() for e in self.vllm_engines])
         if training:
             self._step_metrics = step_metrics(
                 stats, bubble_seconds=report.get("bubble_seconds", 0.0),
@@ -170,17 +169,14 @@ class SRTSamplesGenerator(SamplesGenerator):
         """Rollout samples sent to each engine in the current step so far."""
         return list(self._dispatched)
 
-    # ------------------------------------------------------------------ engines
-    def _call_engines(self, method: str, *args) -> list[Any]:
-        return ray.get([getattr(e, method).remote(*args) for e in self.vllm_engines])
-
+    # ------------------------------------------------------------------ snapshots
     def save_snapshots(self, directory: str | Path) -> list[str]:
         """Every engine's cache to directory/engine{i}.snap (a path all engines can reach;
         absolute, since the engine actors do not share the trainer's working folder)."""
         d = Path(directory).resolve()
         d.mkdir(parents=True, exist_ok=True)
         paths = [str(d / f"engine{i}.snap") for i in range(len(self.vllm_engines))]
-        ray.get([e.srt_rpc.remote("srt_save", p) for e, p in zip(self.vllm_engines, paths)])
+        ray.get([e.srt_save_snapshot.remote(p) for e, p in zip(self.vllm_engines, paths)])
         (d / "engines.txt").write_text(f"{len(self.vllm_engines)}\n")
         return paths
 
@@ -192,7 +188,7 @@ class SRTSamplesGenerator(SamplesGenerator):
         meta = d / "engines.txt"
         if not meta.is_file() or int(meta.read_text().split()[0]) != len(self.vllm_engines):
             return False
-        ray.get([e.srt_rpc.remote("srt_load", str(d / f"engine{i}.snap"))
+        ray.get([e.srt_load_snapshot.remote(str(d / f"engine{i}.snap"))
                  for i, e in enumerate(self.vllm_engines)])
         return True
 

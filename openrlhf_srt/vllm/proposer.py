@@ -78,6 +78,7 @@ class DraftSource(Protocol):
     def clear(self) -> None: ...
     def resize(self, byte_budget: int) -> None: ...
     def save(self, path) -> None: ...
+    def drop_steps_before(self, step: int) -> int: ...
 
 
 def make_source(cfg: DrafterConfig) -> DraftSource:
@@ -365,3 +366,8 @@ class SRTProposer:
 
     def set_step(self, step: int) -> None:
         self.train_step = int(step)
+
+    def drop_steps_before(self, step: int) -> int:
+        """Drop the finished sequences of training steps before `step` (running ones stay);
+        returns how many were dropped."""
+        return int(self.source.drop_steps_before(int(step)))

@@ -2,7 +2,7 @@
 
     llm = start_srt_engine(model, srt={"min_prob": 0.1, "max_draft_tokens": 8})
     llm.generate(...)
-    srt_stats(llm)   # the cache owner's figures
+    SRTEngineHandle(llm).stats()   # the cache owner's figures (engine_client.py)
 
 The SRT settings (`srt_config.DrafterConfig`, or its subclass `openrlhf_srt.config.SRTConfig`)
 are validated here and travel in vLLM's engine config (`additional_config`), which vLLM hands
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from openrlhf_srt.vllm.engine import EngineError, start_engine
+from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 from openrlhf_srt.vllm.srt_config import DrafterConfig
 
 EXTENSION_CLASS = "openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"
@@ -30,22 +31,8 @@ def start_srt_engine(model=None, srt: dict[str, Any] | DrafterConfig | None = No
     kwargs.update(cfg.engine_args(kwargs.get("additional_config")))
     llm = start_engine(model, **kwargs)
     try:
-        llm.collective_rpc("srt_bind")
+        SRTEngineHandle(llm).bind()
     except Exception as e:
         raise EngineError(f"binding the SRT proposer failed: {type(e).__name__}: {e}") from e
     return llm
 
-
-def owner_result(results: list) -> Any:
-    """The result of the worker that owns the drafter's cache (one per engine: the rank whose
-    drafts vLLM uses); the other tensor-parallel ranks answer None."""
-    owned = [r for r in results if r is not None]
-    if len(owned) != 1:
-        raise EngineError(f"expected one SRT cache owner among {len(results)} workers, "
-                          f"got {len(owned)}")
-    return owned[0]
-
-
-def srt_stats(llm, reset: bool = False) -> dict[str, Any]:
-    """The proposer's figures (the owner rank's)."""
-    return owner_result(llm.collective_rpc("srt_stats", kwargs={"reset": reset}))

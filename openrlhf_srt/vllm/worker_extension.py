@@ -1,8 +1,10 @@
 """Worker extension giving the engine-starting process a handle on the SRT proposer.
 
 vLLM mixes `worker_extension_cls="openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"`
-into its worker class; each method below runs in every worker through
-`LLM.collective_rpc("srt_...")` (one result per worker), between engine steps.
+into its worker class; each `srt_*` method below runs in every worker through
+`collective_rpc` (one result per worker), between engine steps. Their names are
+`worker_rpcs.SRTRpc`; `engine_client` (SRTEngineHandle, AsyncSRTEngineHandle) is the only
+caller.
 
 `srt_bind` must run once after the engine started (start_srt_engine does it): it hands the
 model runner to the proposer, which reads request ids, prompt lengths and sampling params
@@ -10,12 +12,14 @@ from it every step. Until then the proposer drafts nothing. The cache lives in t
 not in the model, so weight updates (load_weights / update_weights RPCs) leave it intact.
 
 One worker per engine owns the cache (the rank whose drafts vLLM uses, proposer.py); every
-RPC but srt_bind answers None on the other ranks, and `srt_engine.owner_result` picks the
-owner's answer.
+RPC but srt_bind and srt_cpu_fix answers None on the other ranks (`_cache_owner_only`), and
+`engine_client.owner_result` picks the owner's answer.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 
@@ -46,8 +50,31 @@ class CPUFixExtension:
         return install_cpu_kernel_fixes()
 
 
+def _cache_owner_only(rpc):
+    """An RPC about the cache: the owner's proposer runs it (passed after self); the other
+    ranks hold no cache and answer None. The owner's answer is never None (True when the
+    method has nothing to return), so the client can tell it apart."""
+
+    @functools.wraps(rpc)
+    def on_owner(self, *args, **kwargs):
+        p = self._srt_proposer()
+        if not p.owner:
+            return None
+        result = rpc(self, p, *args, **kwargs)
+        return True if result is None else result
+
+    # the signature callers see: no proposer to pass; True for nothing, None off the owner
+    sig = inspect.signature(rpc)
+    self_param, _, *params = sig.parameters.values()
+    answer = "bool" if sig.return_annotation in (None, "None") else sig.return_annotation
+    on_owner.__signature__ = sig.replace(parameters=[self_param, *params],
+                                         return_annotation=f"{answer} | None")
+    return on_owner
+
+
 class SRTWorkerExtension(CPUFixExtension):
-    """Methods callable with `LLM.collective_rpc`; `self` is vLLM's worker."""
+    """Methods callable with `collective_rpc` (names: worker_rpcs.SRTRpc); `self` is vLLM's
+    worker."""
 
     def _srt_proposer(self):
         from openrlhf_srt.vllm.proposer import SRTProposer
@@ -64,62 +91,47 @@ class SRTWorkerExtension(CPUFixExtension):
 
     def srt_bind(self) -> bool:
         """Give the proposer the model runner (request ids, prompt lengths, params)."""
-        p = self._srt_proposer()
-        p.bind(self.model_runner)
+        self._srt_proposer().bind(self.model_runner)
         return True
 
-    def _srt_owner(self):
-        """The proposer if this worker owns the cache, else None."""
-        p = self._srt_proposer()
-        return p if p.owner else None
-
-    def srt_stats(self, reset: bool = False) -> dict[str, Any] | None:
+    @_cache_owner_only
+    def srt_stats(self, p, reset: bool = False) -> dict[str, Any]:
         """Cache figures, the settings in force and the proposer's counters (drafts, draft
         tokens, accepted tokens inferred from the next step's sampled tokens, time spent in
         propose)."""
-        p = self._srt_owner()
-        if p is None:
-            return None
         s = p.stats()
         if reset:
             p.reset_counters()
         return s
 
-    def srt_save(self, path: str) -> bool | None:
+    @_cache_owner_only
+    def srt_save_snapshot(self, p, path: str) -> None:
         """Write a cache snapshot (between generate calls: running sequences are saved as
         running)."""
-        p = self._srt_owner()
-        if p is None:
-            return None
         p.save(str(path))
-        return True
 
-    def srt_load(self, path: str) -> bool | None:
+    @_cache_owner_only
+    def srt_load_snapshot(self, p, path: str) -> None:
         """Replace the cache by a snapshot."""
-        p = self._srt_owner()
-        if p is None:
-            return None
         p.load(str(path))
-        return True
 
-    def srt_clear(self) -> bool | None:
-        p = self._srt_owner()
-        if p is None:
-            return None
+    @_cache_owner_only
+    def srt_clear(self, p) -> None:
         p.clear()
-        return True
 
-    def srt_resize(self, byte_budget: int) -> bool | None:
-        p = self._srt_owner()
-        if p is None:
-            return None
+    @_cache_owner_only
+    def srt_resize(self, p, byte_budget: int) -> None:
         p.resize(int(byte_budget))
-        return True
 
-    def srt_set_step(self, step: int) -> bool | None:
+    @_cache_owner_only
+    def srt_set_step(self, p, step: int) -> None:
         """Training step recorded with sequences added from now on."""
-        p = self._srt_owner()
-        if p is None:
-            return None
         p.set_step(int(step))
-        return True
+
+    @_cache_owner_only
+    def srt_keep_window(self, p, step: int, window: int) -> int:
+        """Sliding window (--srt.window_steps): drop finished sequences of training steps
+        before `step - window + 1` (window 0: keep all); returns how many were dropped."""
+        if window <= 0:
+            return 0
+        return p.drop_steps_before(int(step) - int(window) + 1)
