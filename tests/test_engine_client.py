@@ -8,9 +8,9 @@ import inspect
 
 import pytest
 
-from openrlhf_srt.vllm.engine import EngineError
 from openrlhf_srt.vllm.engine_client import (
     AsyncSRTEngineHandle,
+    SRTCallError,
     SRTCalls,
     SRTEngineHandle,
     owner_result,
@@ -92,9 +92,9 @@ def test_async_client_returns_the_owners_answers():
 
 def test_no_owner_answer_is_a_clear_error():
     srt = SRTEngineHandle(StandInLLM({"srt_stats": [None, None]}))
-    with pytest.raises(EngineError, match="no SRT cache owner answered: all 2 workers"):
+    with pytest.raises(SRTCallError, match="no SRT cache owner answered: all 2 workers"):
         srt.stats()
-    with pytest.raises(EngineError, match="expected one SRT cache owner among 3 workers"):
+    with pytest.raises(SRTCallError, match="expected one SRT cache owner among 3 workers"):
         owner_result([True, None, True])
     assert owner_result([None, 0, None]) == 0  # a falsy answer is still the owner's
 
@@ -102,7 +102,7 @@ def test_no_owner_answer_is_a_clear_error():
 def test_cpu_fix_and_bind_need_every_worker():
     srt = SRTEngineHandle(StandInLLM({"srt_cpu_fix": [True, False], "srt_bind": [True, None]}))
     assert srt.cpu_fix() is False
-    with pytest.raises(EngineError, match="srt_bind answered"):
+    with pytest.raises(SRTCallError, match="srt_bind answered"):
         srt.bind()
 
 

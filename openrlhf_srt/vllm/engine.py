@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from openrlhf_srt.models.embedded import resolve_model
+from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,6 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     cpu_cores: on CPU, the cores the engine's worker threads are bound to ("0", "0-1",
     "2,3"); None binds to every core unless VLLM_CPU_OMP_THREADS_BIND is set.
     """
-    from openrlhf_srt.vllm.engine_client import SRTEngineHandle  # it imports this module
     from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY
 
     vllm, platform = import_vllm()

@@ -19,10 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from openrlhf_srt.vllm.engine import EngineError
 from openrlhf_srt.vllm.worker_rpcs import SRTRpc
 
-__all__ = ["AsyncSRTEngineHandle", "SRTCalls", "SRTEngineHandle", "owner_result"]
+
+class SRTCallError(RuntimeError):
+    """An SRT call into an engine got no usable answer (no cache owner, or more than one)."""
+
+__all__ = ["AsyncSRTEngineHandle", "SRTCallError", "SRTCalls", "SRTEngineHandle", "owner_result"]
 
 
 def owner_result(results: list) -> Any:
@@ -30,10 +33,10 @@ def owner_result(results: list) -> Any:
     workers' that is not None."""
     owned = [r for r in results if r is not None]
     if not owned:
-        raise EngineError(f"no SRT cache owner answered: all {len(results)} workers answered "
+        raise SRTCallError(f"no SRT cache owner answered: all {len(results)} workers answered "
                           "None (no worker holds a cache)")
     if len(owned) > 1:
-        raise EngineError(f"expected one SRT cache owner among {len(results)} workers, "
+        raise SRTCallError(f"expected one SRT cache owner among {len(results)} workers, "
                           f"got {len(owned)} answers")
     return owned[0]
 
@@ -48,7 +51,7 @@ def _owner_done(results: list) -> None:
 
 def _require_bound(results: list) -> None:
     if not _every_worker_true(results):
-        raise EngineError(f"srt_bind answered {results}: True expected from every worker")
+        raise SRTCallError(f"srt_bind answered {results}: True expected from every worker")
 
 
 class SRTCalls:
