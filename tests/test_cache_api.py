@@ -176,7 +176,7 @@ def test_stats_are_a_dict_with_the_documented_keys():
 
 # ------------------------------------------------------------ limits, default rule
 def test_one_default_rule():
-    from openrlhf_srt.vllm.srt_config import DrafterConfig
+    from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
     assert DEFAULT_RULE == "merge"
     assert CacheConfig().rule == DEFAULT_RULE == DrafterConfig().cache_config().rule
@@ -191,7 +191,7 @@ def test_one_default_rule():
 
 
 def test_limits_come_from_the_native_core_and_are_enforced_at_their_values():
-    from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
+    from openrlhf_srt.vllm.drafter_config import DrafterConfig, SRTConfigError
 
     assert (MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_BYTE_BUDGET) == (
         _tree.MIN_DEPTH_LIMIT, _tree.MAX_DEPTH_LIMIT, _tree.MAX_DRAFT_TOKENS, _tree.MIN_BYTE_BUDGET)

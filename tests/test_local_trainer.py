@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openrlhf_srt.local.config import TrainConfig, parse_config
+from openrlhf_srt.local.train_config import TrainConfig, parse_config
 from openrlhf_srt.local.trainer import prompt_indices
 
 
@@ -72,7 +72,7 @@ def test_skipping_zero_advantage_samples_gives_the_same_update(cpu_bf16):
     import torch
     from transformers import LlamaForCausalLM
 
-    from openrlhf_srt.local.policy import train_step
+    from openrlhf_srt.local.policy_training import train_step
 
     cfg, base = _tiny_llama()
     prompts = [[1, 5, 7], [1, 9], [1, 5, 7], [1, 9, 3, 4]]
@@ -117,7 +117,7 @@ def test_trainer_logprobs_follow_the_bf16_switch(cpu_bf16):
     """The trainer autocasts to bf16 exactly when the engines run bf16 (one switch)."""
     import torch
 
-    from openrlhf_srt.local.policy import response_logprobs
+    from openrlhf_srt.local.policy_training import response_logprobs
 
     _, model = _tiny_llama()
     prompts, responses = [[1, 5, 7], [1, 9]], [[10, 11, 12], [13, 14]]
@@ -133,7 +133,7 @@ def test_trainer_logprobs_follow_the_bf16_switch(cpu_bf16):
 
 
 def test_cpu_precision_line_says_what_runs_and_why(cpu_bf16):
-    from openrlhf_srt.local.policy import cpu_precision
+    from openrlhf_srt.local.policy_training import cpu_precision
 
     line = cpu_precision()
     if cpu_bf16:

@@ -11,7 +11,7 @@ pytest.importorskip("openrlhf", reason="openrlhf 0.11.2 is installed by `make se
 
 
 def test_prompt_counts_keep_the_most_recent_prompts_only():
-    from openrlhf_srt.openrlhf.engines import PROMPT_COUNTS_LIMIT, PromptCounts
+    from openrlhf_srt.openrlhf.engine_group import PROMPT_COUNTS_LIMIT, PromptCounts
 
     assert PROMPT_COUNTS_LIMIT == PromptCounts().limit
     counts = PromptCounts(limit=100)
@@ -27,7 +27,7 @@ def test_prompt_counts_keep_the_most_recent_prompts_only():
 
 
 def test_only_the_newest_snapshot_set_is_kept(tmp_path):
-    from openrlhf_srt.openrlhf.trainer import SNAPSHOTS_KEPT, prune_snapshots, snapshot_dir
+    from openrlhf_srt.openrlhf.trainer_mixin import SNAPSHOTS_KEPT, prune_snapshots, snapshot_dir
 
     assert SNAPSHOTS_KEPT == 1
     for step in (20, 40, 60):
@@ -48,7 +48,7 @@ def test_runahead_requests_in_flight_stay_below_the_limit():
 
     from vllm import SamplingParams
 
-    from openrlhf_srt.openrlhf.engines import _SRTRolloutActor
+    from openrlhf_srt.openrlhf.engine_group import _SRTRolloutActor
 
     class ParkedEngine:  # every request runs until aborted
         def __init__(self):

@@ -141,7 +141,7 @@ def test_combined_worker_extension():
 
 
 def test_step_metrics_definitions():
-    from openrlhf_srt.openrlhf.metrics import step_metrics
+    from openrlhf_srt.openrlhf.step_metrics import step_metrics
 
     stats = [{"rollout_tokens": 900, "runahead_tokens": 100, "accepted_tokens": 500,
               "verified_draft_tokens": 1000, "draft_tokens": 1100,
@@ -162,7 +162,7 @@ def test_step_metrics_definitions():
 
 def test_plain_class_of_ray_actor():
     ray = pytest.importorskip("ray", reason="ray==2.55.0 is installed by `make setup`")
-    from openrlhf_srt.openrlhf.engines import plain_class
+    from openrlhf_srt.openrlhf.engine_group import plain_class
 
     @ray.remote
     class A:

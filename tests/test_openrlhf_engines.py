@@ -66,8 +66,8 @@ GEN_KW = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": None, "max_len": M
 def group(embedded_model_path, srt_test_settings):
     from transformers import AutoTokenizer
 
-    from openrlhf_srt.config import SRTConfig
-    from openrlhf_srt.openrlhf.engines import create_srt_engines
+    from openrlhf_srt.srt_config import SRTConfig
+    from openrlhf_srt.openrlhf.engine_group import create_srt_engines
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -215,7 +215,7 @@ def test_snapshot_save_and_restore(group, run, tmp_path):
 def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):
     """Save at step 1 (look-ahead buffer holds prompts 4..7, peeked by run-ahead), resume:
     the next batch is exactly prompts 4..7 and the caches come back from the snapshots."""
-    from openrlhf_srt.openrlhf.trainer import SRTTrainerMixin, snapshot_dir
+    from openrlhf_srt.openrlhf.trainer_mixin import SRTTrainerMixin, snapshot_dir
 
     saved = {}
 

@@ -105,7 +105,7 @@ class FakeTrainer:
 
 def test_srt_train_runs_openrlhf_train_with_srt_engines_and_trainer(monkeypatch):
     from openrlhf_srt.cli.train_ppo_ray import parse_args
-    from openrlhf_srt.openrlhf import engines
+    from openrlhf_srt.openrlhf import engine_group
     from openrlhf_srt.openrlhf.train import srt_train
 
     args, srt, _ = parse_args(["--actor.model_name_or_path", "m", "--vllm.num_engines", "2",

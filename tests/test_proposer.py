@@ -11,7 +11,7 @@ import pytest
 
 from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.vllm import proposer as prop
-from openrlhf_srt.vllm.srt_config import PROPOSER_CLASS, DrafterConfig
+from openrlhf_srt.vllm.drafter_config import PROPOSER_CLASS, DrafterConfig
 
 K, MAX_LEN = 3, 32
 
@@ -225,7 +225,7 @@ def test_settings_survive_the_path_of_vllms_ray_executor(tmp_path):
     env = {k: os.environ[k] for k in copied if k in os.environ}
     assert not any(k.startswith("OPENRLHF_SRT") for k in env)
     env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=os.pathsep.join(sys.path))
-    worker = ("import pickle, sys, json; from openrlhf_srt.vllm.srt_config import DrafterConfig;"
+    worker = ("import pickle, sys, json; from openrlhf_srt.vllm.drafter_config import DrafterConfig;"
               "c = pickle.load(open(sys.argv[1], 'rb'));"
               "print(json.dumps(DrafterConfig.from_vllm_config(c).to_dict()))")
     out = subprocess.run([sys.executable, "-c", worker, str(pickled)], env=env,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from openrlhf_srt.cli import compare_runs
-from openrlhf_srt.metrics import RunLogger, read_metrics
+from openrlhf_srt.run_logger import RunLogger, read_metrics
 
 
 def _record(run_dir, gen_seconds, accept_len):

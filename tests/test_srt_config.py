@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bytes
+from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bytes
 
 
 def parse(*argv):
@@ -75,7 +75,7 @@ def test_hierarchized_namespace():
 def test_the_drafter_settings_are_the_flags():
     """One definition: the --srt.* flags extend the drafter's settings, which travel to the
     engine workers in vLLM's additional_config."""
-    from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY, DrafterConfig
+    from openrlhf_srt.vllm.drafter_config import ADDITIONAL_CONFIG_KEY, DrafterConfig
 
     cfg = SRTConfig(max_depth=20, cache_bytes=1 << 20, min_prob=0.3, budget="length_aware",
                     max_draft_tokens=5, runahead=False)

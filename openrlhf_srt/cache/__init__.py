@@ -2,7 +2,7 @@
 snapshots (docs/cache.md)."""
 
 from openrlhf_srt.cache.cache import SOURCES, TAGS, BatchDrafts, Draft, TreeCache
-from openrlhf_srt.cache.config import (
+from openrlhf_srt.cache.cache_config import (
     DEFAULT_RULE,
     MAX_DEPTH_LIMIT,
     MAX_DRAFT_TOKENS,

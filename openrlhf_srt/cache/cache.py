@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from openrlhf_srt.cache import _tree, snapshot
-from openrlhf_srt.cache.config import MAX_DRAFT_TOKENS, CacheConfig
+from openrlhf_srt.cache.cache_config import MAX_DRAFT_TOKENS, CacheConfig
 from openrlhf_srt.cache.state import CacheState
 
 # Named native results (see their docstrings and docs/cache.md): Draft from draft() and

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache.cache_config import CacheConfig
 from openrlhf_srt.cache.state import CacheState
 
 MAGIC = b"SRTCACHE"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from openrlhf_srt.cache.config import CacheConfig
+from openrlhf_srt.cache.cache_config import CacheConfig
 
 
 @dataclass(frozen=True, eq=False)

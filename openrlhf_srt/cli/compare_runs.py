@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openrlhf_srt.metrics import read_metrics
+from openrlhf_srt.run_logger import read_metrics
 
 ROWS = [
     ("Gen (s)", "timing/generation", "{:.1f}"),

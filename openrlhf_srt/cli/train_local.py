@@ -3,7 +3,7 @@
     python -m openrlhf_srt.cli.train_local --run_dir runs/grpo_srt --algo grpo --steps 5
     python -m openrlhf_srt.cli.train_local --run_dir runs/grpo_base --srt false
 
-Every flag is a field of openrlhf_srt.local.config.TrainConfig (see --help).
+Every flag is a field of openrlhf_srt.local.train_config.TrainConfig (see --help).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from openrlhf_srt.vllm.engine import quiet_vllm_logs
 
 def main(argv: list[str] | None = None) -> int:
     quiet_vllm_logs()
-    from openrlhf_srt.local.config import parse_config
+    from openrlhf_srt.local.train_config import parse_config
     from openrlhf_srt.local.trainer import LocalTrainer
 
     cfg = parse_config(argv)

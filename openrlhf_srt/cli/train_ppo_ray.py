@@ -2,7 +2,7 @@
 
 Every flag of `python -m openrlhf.cli.train_ppo_ray` (OpenRLHF 0.11.2) is accepted
 unchanged, through OpenRLHF's own parser and checks (openrlhf_srt.openrlhf.args), plus the
-`--srt.*` flags (openrlhf_srt.config, docs/openrlhf.md). At start: versions checked,
+`--srt.*` flags (openrlhf_srt.srt_config, docs/openrlhf.md). At start: versions checked,
 arguments parsed and validated (a bad value exits with the flag named), then OpenRLHF's
 training runs with SRT engine actors, sticky routing, run-ahead and `srt/*` metrics, or,
 with `--srt.enable 0`, exactly OpenRLHF's own train().
@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments
+from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments
 
 
 def build_parser(srt: bool = True) -> argparse.ArgumentParser:

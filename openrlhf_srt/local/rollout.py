@@ -31,7 +31,7 @@ _batch_ids = itertools.count()
 
 
 class RunaheadSource(Protocol):
-    """What drive() asks of run-ahead (openrlhf_srt.local.runahead.LocalRunahead)."""
+    """What drive() asks of run-ahead (openrlhf_srt.local.local_runahead.LocalRunahead)."""
 
     poll_seconds: float
     priority: int

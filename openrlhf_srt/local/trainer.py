@@ -4,7 +4,7 @@ Each step: the next P prompts of a seeded order, n samples each from the engine,
 (with DAPO's overlong penalty), group advantages (DAPO drops groups whose samples all
 score the same), one optimizer step, and the new weights pushed into the running engine
 (the tree cache stays). With `--srt.runahead`, the end-of-step bubble generates the coming
-steps' prompts into the cache (local/runahead.py); that output is never a sample.
+steps' prompts into the cache (local/local_runahead.py); that output is never a sample.
 Checkpoints hold the weights, optimizer, the look-ahead window's position and the cache
 snapshot; resume continues with the next prompts, losing or repeating none.
 """
@@ -22,11 +22,11 @@ import torch
 
 from openrlhf_srt.data.prompts import load_prompts, render_prompt
 from openrlhf_srt.local.algorithms import group_advantages, informative_groups, overlong_penalty
-from openrlhf_srt.local.config import TrainConfig
-from openrlhf_srt.local.policy import train_step
+from openrlhf_srt.local.train_config import TrainConfig
+from openrlhf_srt.local.policy_training import train_step
 from openrlhf_srt.local.rollout import generate_batch
-from openrlhf_srt.local.runahead import LocalRunahead
-from openrlhf_srt.metrics import RunLogger
+from openrlhf_srt.local.local_runahead import LocalRunahead
+from openrlhf_srt.run_logger import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.runahead import LookaheadPrompts
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle

@@ -12,7 +12,7 @@ SamplesGenerator` (0.11.2) and overrides three methods:
   (upcoming prompts can be peeked without being consumed; OpenRLHF's
   `_collect_prompt_batch` still pulls the training prompts from it, in order).
 - `_generate_vllm`: around OpenRLHF's own loop, a `RunaheadMonitor` thread polls the
-  engines (runahead.py); afterwards run-ahead is aborted and the step's SRT figures are
+  engines (runahead_monitor.py); afterwards run-ahead is aborted and the step's SRT figures are
   collected (`pop_step_metrics()`).
 
 Samples returned are exactly OpenRLHF's: run-ahead output never leaves the engine actor.
@@ -26,8 +26,8 @@ from pathlib import Path
 import ray
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
-from openrlhf_srt.config import SRTConfig
-from openrlhf_srt.openrlhf.metrics import step_metrics
+from openrlhf_srt.srt_config import SRTConfig
+from openrlhf_srt.openrlhf.step_metrics import step_metrics
 from openrlhf_srt.openrlhf.routing import StickyRouter
 from openrlhf_srt.runahead import LookaheadPrompts
 
@@ -115,7 +115,7 @@ class SRTSamplesGenerator(SamplesGenerator):
                 ray.get([e.srt_keep_window.remote(self.train_step, self.srt.window_steps)
                          for e in self.vllm_engines])
             if self.srt.runahead and isinstance(dataloader_iter, LookaheadPrompts):
-                from openrlhf_srt.openrlhf.runahead import RunaheadMonitor
+                from openrlhf_srt.openrlhf.runahead_monitor import RunaheadMonitor
 
                 monitor = RunaheadMonitor(self, dataloader_iter)
                 monitor.start()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from openrlhf_srt.config import SRTConfig
+from openrlhf_srt.srt_config import SRTConfig
 
 TRAINER_MODULE = "openrlhf.trainer.ppo_trainer"
 
@@ -46,7 +46,7 @@ def srt_train(srt: SRTConfig, *, openrlhf_train: Callable | None = None,
     train() itself never needs it)."""
     from functools import partial
 
-    from openrlhf_srt.openrlhf.engines import create_srt_engines
+    from openrlhf_srt.openrlhf.engine_group import create_srt_engines
     from openrlhf_srt.openrlhf.rebind import rebind
 
     if openrlhf_train is None:

@@ -26,9 +26,9 @@ tags their sequences; their output goes to the cache only and is never a trainin
 from openrlhf_srt.runahead.bubble import BubbleDetector
 from openrlhf_srt.runahead.lookahead import LookaheadPrompts
 from openrlhf_srt.runahead.planner import RunaheadPlanner
-from openrlhf_srt.runahead.policy import RunaheadBudget, select_runahead
+from openrlhf_srt.runahead.runahead_budget import RunaheadBudget, select_runahead
 
-RUNAHEAD_ARG = "srt_runahead"  # SamplingParams.extra_args key (= vllm.proposer.RUNAHEAD_ARG)
+RUNAHEAD_ARG = "srt_runahead"  # SamplingParams.extra_args key the drafter files run-ahead by
 RUNAHEAD_PRIORITY = 1  # vLLM priority of run-ahead requests (lower first; rollouts have 0)
 
 

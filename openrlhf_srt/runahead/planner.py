@@ -29,7 +29,7 @@ from collections.abc import Collection, Hashable, Mapping, Sequence
 
 from openrlhf_srt.drafting.cost_model import StepCost
 from openrlhf_srt.runahead.bubble import BubbleDetector
-from openrlhf_srt.runahead.policy import RunaheadBudget, select_runahead
+from openrlhf_srt.runahead.runahead_budget import RunaheadBudget, select_runahead
 
 
 class RunaheadPlanner:

@@ -236,7 +236,7 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
     cpu_cores: on CPU, the cores the engine's worker threads are bound to ("0", "0-1",
     "2,3"); None binds to every core unless VLLM_CPU_OMP_THREADS_BIND is set.
     """
-    from openrlhf_srt.vllm.srt_config import ADDITIONAL_CONFIG_KEY
+    from openrlhf_srt.vllm.drafter_config import ADDITIONAL_CONFIG_KEY
 
     vllm, platform = import_vllm()
     full = engine_kwargs(model, cpu=bool(platform.is_cpu()), **kwargs)

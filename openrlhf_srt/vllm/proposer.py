@@ -47,13 +47,13 @@ from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.drafting.budget import choose_budgets
 from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals, running_products
 from openrlhf_srt.drafting.cost_model import StepCostModel
-from openrlhf_srt.vllm.srt_config import DrafterConfig
+from openrlhf_srt.runahead import RUNAHEAD_ARG
+from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
 __all__ = ["PROMPT_KEY_ARG", "RUNAHEAD_ARG", "SRTProposer", "is_cache_owner"]
 
 log = logging.getLogger(__name__)
 
-RUNAHEAD_ARG = "srt_runahead"
 # extra_args key: the per-prompt tree a request belongs to, when it is not its own prompt's
 # (every turn of a multi-turn episode goes to the tree of the episode's first prompt)
 PROMPT_KEY_ARG = "srt_prompt_key"

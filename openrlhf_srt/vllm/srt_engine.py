@@ -4,7 +4,7 @@
     llm.generate(...)
     SRTEngineHandle(llm).stats()   # the cache owner's figures (engine_client.py)
 
-The SRT settings (`srt_config.DrafterConfig`, or its subclass `openrlhf_srt.config.SRTConfig`)
+The SRT settings (`srt_config.DrafterConfig`, or its subclass `openrlhf_srt.srt_config.SRTConfig`)
 are validated here and travel in vLLM's engine config (`additional_config`), which vLLM hands
 to every worker; see srt_config.py.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from openrlhf_srt.vllm.engine import EngineError, start_engine
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
-from openrlhf_srt.vllm.srt_config import DrafterConfig
+from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
 EXTENSION_CLASS = "openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"
 

@@ -31,7 +31,7 @@ from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from ray.util.placement_group import placement_group
 
 from openrlhf_srt.cache.keys import prompt_key
-from openrlhf_srt.config import SRTConfig
+from openrlhf_srt.srt_config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
 from openrlhf_srt.vllm.engine_client import AsyncSRTEngineHandle
@@ -76,7 +76,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
                        priority: bool = False, runahead_max_requests: int, **kwargs):
         from openrlhf_srt.vllm.engine import check_can_verify
-        from openrlhf_srt.vllm.srt_config import DrafterConfig
+        from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
         drafter = DrafterConfig.from_dict(srt_drafter)
         check_can_verify(True, withheld=drafter.withhold_drafts)

@@ -5,7 +5,7 @@ start.
     cfg = SRTConfig.from_args(parser.parse_args())    # flat or hierarchized namespace
     cfg.engine_args()   # vLLM engine arguments carrying the drafter's part to every worker
 
-`SRTConfig` extends the drafter's settings (`openrlhf_srt.vllm.srt_config.DrafterConfig`: the
+`SRTConfig` extends the drafter's settings (`openrlhf_srt.vllm.drafter_config.DrafterConfig`: the
 tree cache, the draft budget, `max_draft_tokens`) with routing, run-ahead and snapshots; each
 setting is defined once, with its default and its range check. An invalid value raises
 `SRTConfigError` (a ValueError) naming the flag:
@@ -22,10 +22,10 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from openrlhf_srt.cache.config import MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_DEPTH_LIMIT
-from openrlhf_srt.cache.config import RULES as CACHE_RULES
+from openrlhf_srt.cache.cache_config import MAX_DEPTH_LIMIT, MAX_DRAFT_TOKENS, MIN_DEPTH_LIMIT
+from openrlhf_srt.cache.cache_config import RULES as CACHE_RULES
 from openrlhf_srt.drafting.budget import BUDGET_RULES
-from openrlhf_srt.vllm.srt_config import DrafterConfig, SRTConfigError
+from openrlhf_srt.vllm.drafter_config import DrafterConfig, SRTConfigError
 
 __all__ = ["SRTConfig", "SRTConfigError", "add_srt_arguments", "parse_bool", "parse_bytes"]
 

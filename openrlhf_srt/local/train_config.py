@@ -1,6 +1,6 @@
 """Settings of the local CPU trainer, validated at start-up (errors name the flag).
 
-The SRT settings are the `--srt.*` flags of the OpenRLHF entry point (`openrlhf_srt.config.
+The SRT settings are the `--srt.*` flags of the OpenRLHF entry point (`openrlhf_srt.srt_config.
 SRTConfig`, same names, defaults and checks); `--srt.enable 0` runs the plain vLLM
 baseline. `--srt.window_steps` and `--srt.route_tolerance` have no effect here (one engine,
 no sliding window); a non-default window is refused.
@@ -12,7 +12,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from openrlhf_srt.config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bool
+from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bool
 
 ALGOS = ("grpo", "dapo")
 

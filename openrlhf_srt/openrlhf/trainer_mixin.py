@@ -22,7 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
-from openrlhf_srt.config import SRTConfig
+from openrlhf_srt.srt_config import SRTConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ object is what it hands to every worker, the tensor-parallel ranks its Ray execu
 included. No environment variable is involved: vLLM's Ray executor copies only variables with
 known prefixes (`VLLM_`, `NCCL_`, `HF_`, ...) to its workers.
 
-The `--srt.*` flags of both entry points (`openrlhf_srt.config.SRTConfig`) extend this class,
+The `--srt.*` flags of both entry points (`openrlhf_srt.srt_config.SRTConfig`) extend this class,
 so each drafter setting has one name, one default and one range check. Errors name the flag:
 `--srt.max_draft_tokens must be an integer in [1, 128], got 0`.
 """
@@ -25,12 +25,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from openrlhf_srt.cache.config import DEFAULT_RULE, MAX_DRAFT_TOKENS, CacheConfig
+from openrlhf_srt.cache.cache_config import DEFAULT_RULE, MAX_DRAFT_TOKENS, CacheConfig
 from openrlhf_srt.drafting.budget import BudgetConfig
 
 ADDITIONAL_CONFIG_KEY = "openrlhf_srt"  # our entry in vLLM's additional_config
 PROPOSER_CLASS = "openrlhf_srt.vllm.proposer.SRTProposer"
 NOT_A_FLAG = {"flag": False}  # field metadata: settable in code and tests, no --srt.* flag
+_CACHE_DEFAULTS = CacheConfig()
 
 
 class SRTConfigError(ValueError):
@@ -55,11 +56,12 @@ class DrafterConfig:
         CPU, `engine.cpu_verification_problem`), which the vLLM 0.29 test lane runs.
     """
 
-    max_depth: int = 32  # longest token string a prompt's tree indexes
-    cache_bytes: int = 1 << 30  # tree cache memory per engine
+    # the cache's settings take the cache's own defaults (one definition: CacheConfig)
+    max_depth: int = _CACHE_DEFAULTS.max_depth  # longest token string a prompt's tree indexes
+    cache_bytes: int = _CACHE_DEFAULTS.byte_budget  # tree cache memory per engine
     cache_rule: str = DEFAULT_RULE  # per-prompt / global tree combination (docs/cache.md)
-    min_prob: float = 0.1  # drafting stops below this path probability
-    global_weight: float = 1.0  # weight of the global tree's counts under rule "merge"
+    min_prob: float = _CACHE_DEFAULTS.min_prob  # drafting stops below this path probability
+    global_weight: float = _CACHE_DEFAULTS.global_weight  # global counts' weight under "merge"
     budget: str = "goodput"  # draft length rule: goodput | length_aware | fixed
     max_draft_tokens: int = 8  # vLLM num_speculative_tokens: cap per sequence and step
     length_aware_full_at: int = 1024  # length_aware: response length given the full cap

@@ -19,7 +19,7 @@ import time
 
 import ray
 
-from openrlhf_srt.openrlhf.engines import episode_prompt_ids
+from openrlhf_srt.openrlhf.engine_group import episode_prompt_ids
 from openrlhf_srt.openrlhf.routing import home_engine
 from openrlhf_srt.runahead import runahead_params
 
