@@ -203,3 +203,25 @@ def test_the_light_rooms_load_without_engines_or_frameworks():
                        check=False)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [], f"loaded by {sorted(LIGHT_ROOMS)}"
+
+
+def test_no_two_modules_classes_or_constants_share_a_name():
+    """A name says which thing it is: no two modules of the package share a file name, no two
+    top-level classes a class name, no two modules define the same module-level constant
+    (an UPPER_CASE name assigned at top level; one definition of each setting and limit)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for path in package_modules():
+        module = module_name(path)
+        if path.name != "__init__.py":
+            seen.setdefault(("file", path.name), []).append(module)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(("class", node.name), []).append(module)
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AnnAssign) else [])
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id.isupper() and t.id != "__all__":
+                    seen.setdefault(("constant", t.id), []).append(module)
+    clashes = [f"{kind} {name}: {', '.join(mods)}" for (kind, name), mods in sorted(seen.items())
+               if len(mods) > 1]
+    assert not clashes, "names defined twice:\n" + "\n".join(clashes)
