@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests that need a vLLM engine share one per session (starting one
-costs 20-80 s on 2 cores); they are marked `engine`."""
+"""Fixtures shared by the rooms' tests (tests/<room>/ mirrors openrlhf_srt/<room>/; a room's own
+fixtures live in its conftest.py). Tests that need a vLLM engine share one per session
+(starting one costs 20-80 s on 2 cores); they are marked `engine`."""
 
 from __future__ import annotations
 
@@ -72,45 +73,6 @@ def float32_engine(embedded_model_path):
     from openrlhf_srt.vllm.engine import start_engine
 
     llm = start_engine(embedded_model_path, dtype="float32", max_model_len=2048, seed=0)
-    yield llm
-    stop_engine(llm)
-
-
-# Exactness harness (tests/test_exactness.py): an SRT engine and its non-speculative
-# baseline, both float32 and with OpenRLHF's logprobs_mode (log-probs of the distribution
-# actually sampled from: after temperature, top-k and top-p). Different engine seeds, so
-# the two give independent samples. Module scope: stopped when a module is done (memory for
-# the engines of later modules), and each module's SRT engine is the newest engine in the
-# process while it runs: vLLM registers only the newest engine's Prometheus counters, which
-# tests compare the proposer's counts with.
-EXACTNESS_NUM_SPEC_TOKENS = 4
-
-
-@pytest.fixture(scope="module")
-def srt_float32_engine(embedded_model_path):
-    """SRT speculative engine (tree-cache drafts, K=4, min_prob 0.2). Budget "fixed": every
-    draft the cache offers is verified (the goodput rule would cut many on this CPU, and the
-    exactness tests want as much verification as possible)."""
-    from openrlhf_srt.vllm.srt_engine import start_srt_engine
-
-    llm = start_srt_engine(
-        embedded_model_path, srt={"min_prob": 0.2, "budget": "fixed",
-                                  "max_draft_tokens": EXACTNESS_NUM_SPEC_TOKENS,
-                                  **SRT_TEST_SETTINGS},
-        dtype="float32",
-        max_model_len=1024, seed=1, logprobs_mode="processed_logprobs",
-    )
-    yield llm
-    stop_engine(llm)
-
-
-@pytest.fixture(scope="module")
-def float32_processed_engine(embedded_model_path):
-    """Non-speculative baseline of srt_float32_engine."""
-    from openrlhf_srt.vllm.engine import start_engine
-
-    llm = start_engine(embedded_model_path, dtype="float32", max_model_len=1024, seed=2,
-                       logprobs_mode="processed_logprobs")
     yield llm
     stop_engine(llm)
 

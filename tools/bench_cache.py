@@ -27,9 +27,9 @@ import numpy as np
 from openrlhf_srt.cache import CacheConfig, TreeCache
 from openrlhf_srt.data.traces import read_traces
 
-DEFAULT_TRACES = [  # the reference traces, tests/data/README.md
-    Path(__file__).resolve().parents[1] / "tests/data/smollm2_math_t0.6.jsonl.gz",
-    Path(__file__).resolve().parents[1] / "tests/data/smollm2_math_t1.0.jsonl.gz",
+DEFAULT_TRACES = [  # the reference traces, tests/reference_traces/README.md
+    Path(__file__).resolve().parents[1] / "tests/reference_traces/smollm2_math_t0.6.jsonl.gz",
+    Path(__file__).resolve().parents[1] / "tests/reference_traces/smollm2_math_t1.0.jsonl.gz",
 ]
 
 try:

@@ -1,7 +1,7 @@
 """Replay rollout traces with model-free drafters and compare cache designs (docs/replay.md).
 
-    python tools/replay.py tests/data/smollm2_math_t0.6.jsonl.gz \
-        tests/data/smollm2_math_t1.0.jsonl.gz --plot replay.png
+    python tools/replay.py tests/reference_traces/smollm2_math_t0.6.jsonl.gz \
+        tests/reference_traces/smollm2_math_t1.0.jsonl.gz --plot replay.png
 
 prints, per trace file, tokens per verification step (mean accepted + 1), hit rate, acceptance
 rate and draft tokens per step for each strategy, and plots tokens per step against response

@@ -2,7 +2,7 @@
 
 Traces are what benchmarks and the replay simulator consume. The reader validates every
 line and reports the file and line number of the first malformed one; it accepts the
-project's reference traces (tests/data/, which carry `prompt_id` instead of `prompt_key`)
+project's reference traces (tests/reference_traces/, which carry `prompt_id` instead of `prompt_key`)
 by deriving the key from the prompt token ids.
 """
 

@@ -14,7 +14,7 @@ stays the same for later steps. So:
 - per-step load: max prompts on one engine <= ceil((1 + tolerance) * B / E), always;
 - stickiness: every prompt goes home unless its home is over the cap in that step. With
   tolerance 0.25, 128 prompts per step and 8 engines, about 98% of dispatches go home
-  (tests/test_routing.py measures it on random steps); `tolerance=inf` never spills
+  (tests/openrlhf/test_routing.py measures it on random steps); `tolerance=inf` never spills
   (100% sticky, no balance bound).
 
 Load is counted in prompts; every prompt of a step carries the same n samples.

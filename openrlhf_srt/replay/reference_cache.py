@@ -3,7 +3,7 @@
 Uncompressed and slow on purpose: every substring of length <= max_depth of every text is
 counted in a dict, and drafting follows docs/cache.md literally. The native core
 (``openrlhf_srt.cache``) must give the same node set, counts and drafts: the property tests
-(tests/test_cache_reference.py) compare the two, and ``ReferenceCache`` replays the native
+(tests/cache/test_cache_reference.py) compare the two, and ``ReferenceCache`` replays the native
 cache's rules in the replay simulator (the ``reference-*`` strategies), where a replay of it
 must equal the native one.
 """

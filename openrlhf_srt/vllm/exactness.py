@@ -1,6 +1,6 @@
 """Two-sample statistics of sampled token ids: are two engines sampling one distribution?
 
-Used by the exactness tests (tests/test_exactness.py) and by tools/gpu_check.py, which runs
+Used by the exactness tests (tests/vllm/test_exactness.py) and by tools/gpu_check.py, which runs
 the same comparison on a user's GPU.
 """
 

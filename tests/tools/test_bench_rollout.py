@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_rollout.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_rollout.py"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.py"
 
 pytestmark = [pytest.mark.engine, pytest.mark.verifies]
 

@@ -20,8 +20,8 @@ from openrlhf_srt.replay.reference_cache import ReferenceCache
 from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
 from openrlhf_srt.replay.strategies import CACHE_DESIGNS, Common, make_strategies
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"  # the reference traces (tests/data/README.md)
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "reference_traces"  # tests/reference_traces/README.md
 TRACES = [DATA / "smollm2_math_t0.6.jsonl.gz", DATA / "smollm2_math_t1.0.jsonl.gz"]
 ARCTIC = "arctic_inference.suffix_decoding._C"
 # The per-prompt online cache on each implementation: the native cache, its pure-Python

@@ -13,7 +13,7 @@ from openrlhf_srt.data.traces import (
     read_traces,
 )
 
-REFERENCE_TRACES = Path(__file__).resolve().parent / "data"  # tests/data/README.md
+REFERENCE_TRACES = Path(__file__).resolve().parents[1] / "reference_traces"  # its README.md
 
 
 def _record(step=0, sample=0, prompt=(1, 2, 3), response=(4, 5)) -> TraceRecord:

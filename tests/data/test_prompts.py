@@ -341,7 +341,7 @@ def test_modules_import_no_torch_vllm_or_cache():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     import os
     from pathlib import Path
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        check=False)

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("openrlhf", reason="openrlhf 0.11.2 is installed by `make setup`")
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 NAMES = ["dapo", "grpo", "ppo", "retool"]
 
 
