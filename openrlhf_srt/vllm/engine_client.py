@@ -21,11 +21,11 @@ from typing import Any
 
 from openrlhf_srt.vllm.worker_rpcs import SRTRpc
 
+__all__ = ["AsyncSRTEngineHandle", "SRTCallError", "SRTCalls", "SRTEngineHandle", "owner_result"]
+
 
 class SRTCallError(RuntimeError):
     """An SRT call into an engine got no usable answer (no cache owner, or more than one)."""
-
-__all__ = ["AsyncSRTEngineHandle", "SRTCallError", "SRTCalls", "SRTEngineHandle", "owner_result"]
 
 
 def owner_result(results: list) -> Any:
