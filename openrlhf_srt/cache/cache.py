@@ -169,9 +169,12 @@ class TreeCache:
 
     def stats(self) -> dict[str, int]:
         """Live figures, a new dict built by the native core: prompts, sequences, running,
-        detached, runahead (sequences tagged run-ahead), nodes, global_nodes, hubs (nodes
-        whose children are in a hash table), bytes, global_bytes, tokens (cached prompt +
-        response tokens), byte_budget, evicted_prompts, evicted_running (docs/cache.md)."""
+        detached (running, prompt evicted, record kept), dropped (running, record dropped by
+        the budget, not yet finished), runahead (sequences tagged run-ahead), nodes,
+        global_nodes, hubs (nodes whose children are in a hash table), tokens (cached prompt
+        + response tokens), bytes = prompt_bytes + global_bytes + record_bytes +
+        detached_bytes, byte_budget, evicted_prompts, evicted_running, dropped_running
+        (docs/cache.md, "Memory")."""
         return self._c.stats()
 
     def check(self) -> None:

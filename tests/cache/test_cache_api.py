@@ -166,9 +166,10 @@ def test_batch_drafts_have_named_fields_in_csr_form():
 def test_stats_are_a_dict_with_the_documented_keys():
     c = TreeCache(CacheConfig(byte_budget=1 << 20))
     s = c.stats()
-    assert set(s) == {"prompts", "sequences", "running", "detached", "runahead", "nodes",
-                      "global_nodes", "hubs", "bytes", "global_bytes", "tokens", "byte_budget",
-                      "evicted_prompts", "evicted_running"}
+    assert set(s) == {"prompts", "sequences", "running", "detached", "dropped", "runahead",
+                      "nodes", "global_nodes", "hubs", "tokens", "bytes", "prompt_bytes",
+                      "global_bytes", "record_bytes", "detached_bytes", "byte_budget",
+                      "evicted_prompts", "evicted_running", "dropped_running"}
     assert all(isinstance(v, int) for v in s.values()) and s["byte_budget"] == 1 << 20
     c.resize(1 << 21)
     assert c.stats()["byte_budget"] == 1 << 21 == c.config.byte_budget
@@ -285,6 +286,45 @@ def test_running_prompt_evicted_only_when_unavoidable_then_detached():
     assert out.lists() == [[]]
     c.finish_sequence(1)
     assert c.stats()["detached"] == 0
+
+
+def test_detached_records_count_toward_the_budget_and_are_dropped_last():
+    """Running sequences whose prompts were evicted keep a record (detached), counted in
+    the budget; when the records alone outgrow it they are dropped (no record): calls naming
+    them are accepted and ignored until the caller finishes them. New prompts are cached
+    all along (before, the records held the budget and every new prompt was evicted)."""
+    budget = MIN_BYTE_BUDGET
+    c = TreeCache(CacheConfig(max_depth=8, byte_budget=budget))
+    rng = random.Random(1)
+    n = 1500
+    for i in range(n):  # every sequence its own prompt, all running
+        c.add_sequence(i, i, [rng.randrange(5000) for _ in range(30)], step=0)
+        c.extend(i, [rng.randrange(5000) for _ in range(30)])
+        assert c.stats()["bytes"] <= budget
+    c.check()
+    s = c.stats()
+    assert s["dropped"] > 0 and s["detached"] > 0 and s["detached_bytes"] > 0
+    assert s["running"] + s["detached"] + s["dropped"] == n
+    assert s["dropped_running"] == s["dropped"] and s["evicted_running"] >= s["detached"]
+    # every running id is still accepted: nothing indexed, no draft for the uncached ones
+    out = c.step(list(range(n)), np.ones(n, np.int32), [1] * n, [4] * n)
+    assert out.lists()[0] == [] and c.draft(0, 4).tokens.size == 0
+    c.extend(0, [1, 2])
+    assert c.stats()["bytes"] <= budget
+    # a new prompt is cached and drafted from while all of them still run
+    c.add_sequence(n, 10**6, [1, 2, 3], step=1)
+    c.extend(n, [4, 5, 6, 4, 5, 6])
+    c.finish_sequence(n)
+    c.add_sequence(n + 1, 10**6, [1, 2, 3], step=1)
+    c.extend(n + 1, [4, 5])
+    assert c.draft(n + 1, 3).tokens.tolist() == [6, 4, 5]
+    for i in range(n):
+        c.finish_sequence(i)
+    s = c.stats()
+    assert s["detached"] == s["dropped"] == 0 and s["detached_bytes"] == 0
+    with pytest.raises(ValueError, match="unknown seq_id 0"):  # exact again: none outstanding
+        c.finish_sequence(0)
+    c.check()
 
 
 # --------------------------------------------------------------- state export/import
@@ -477,3 +517,69 @@ def test_stats_are_live_figures():
     assert s1["nodes"] > 0 and s1["bytes"] > s0["bytes"] and 0 < s1["global_bytes"] < s1["bytes"]
     c.clear()
     assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0
+
+
+# ------------------------------------------------------------- the budget, a hard bound
+BYTE_PARTS = ("prompt_bytes", "global_bytes", "record_bytes", "detached_bytes")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_byte_budget_is_a_hard_bound_under_random_calls(seed):
+    """Many prompts under a tiny budget, every public call in random order (step, window
+    drops and resizes included): after each call `bytes` is within the budget, detached
+    records included, `check()` passes, the byte figures add up to `bytes`, and every
+    sequence the caller still runs is cached, detached or dropped."""
+    rng = random.Random(seed)
+    c = TreeCache(CacheConfig(max_depth=rng.choice([4, 8, 16]), byte_budget=MIN_BYTE_BUDGET))
+    prompts = {k: [rng.randrange(40) for _ in range(rng.randint(1, 60))] for k in range(60)}
+    running, finished = [], []  # the caller's sequences
+    next_id, step = 0, 0
+    ops = ["add", "extend", "step", "finish", "remove", "drop", "resize", "draft", "next_step"]
+    for _ in range(4000):  # far more adds than finishes: running sequences pile up
+        op = rng.choices(ops, weights=[10, 6, 2, 1, 1, 1, 1, 1, 1])[0]
+        if op == "add" or not running and op in ("extend", "step", "finish", "draft"):
+            key = rng.randrange(len(prompts))
+            c.add_sequence(next_id, key, prompts[key], step=step,
+                           tag=rng.choice(("rollout", "runahead")))
+            running.append(next_id)
+            next_id += 1
+        elif op == "extend":
+            n = rng.choice((0, 1, 5, 50, 400))
+            c.extend(rng.choice(running), [rng.randrange(rng.choice((8, 3000))) for _ in range(n)])
+        elif op == "step":
+            ids = rng.sample(running, rng.randint(1, len(running)))
+            counts = [rng.randint(0, 6) for _ in ids]
+            toks = np.array([rng.randrange(40) for _ in range(sum(counts))], np.int32)
+            out = c.step(ids, toks, counts, [rng.randint(0, 8) for _ in ids])
+            assert len(out) == len(ids)
+        elif op == "finish":
+            sid = running.pop(rng.randrange(len(running)))
+            c.finish_sequence(sid)
+            finished.append(sid)
+        elif op == "remove":
+            held = set(c.export_state().seq_ids.tolist())  # evicted finished ones are gone
+            finished = [s for s in finished if s in held]
+            pool = running + finished
+            if pool:
+                sid = rng.choice(pool)
+                c.remove_sequence(sid)
+                (running if sid in running else finished).remove(sid)
+        elif op == "drop":
+            c.drop_steps_before(rng.randint(0, step + 1))
+        elif op == "resize":
+            c.resize(rng.randint(MIN_BYTE_BUDGET, 4 * MIN_BYTE_BUDGET))
+        elif op == "draft":
+            c.draft(rng.choice(running), rng.randint(0, 8))
+        else:
+            step += 1
+        s = c.stats()
+        assert s["bytes"] <= s["byte_budget"], (op, s)
+        c.check()
+        assert sum(s[k] for k in BYTE_PARTS) == s["bytes"], s
+        assert s["running"] + s["detached"] + s["dropped"] == len(running), (op, s)
+    s = c.stats()
+    # the run exercised what it is about: evictions, detached and dropped sequences
+    assert s["evicted_prompts"] > 0 and s["evicted_running"] > 0 and s["dropped_running"] > 0
+    for sid in running:  # the caller finishes what it runs, dropped ones included
+        c.finish_sequence(sid)
+    assert c.stats()["detached"] == c.stats()["dropped"] == 0
