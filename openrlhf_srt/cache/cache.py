@@ -199,6 +199,8 @@ class TreeCache:
     @classmethod
     def from_state(cls, state: CacheState) -> TreeCache:
         """A new cache rebuilt from an exported state: identical trees, identical drafts.
+        Every sequence comes back finished: nothing runs across a restore (no caller extends
+        or finishes a sequence of the new cache; a running one would never finish).
 
         The state is checked whole before anything is inserted (array dtypes and lengths,
         prompt references, tags, token ids); a bad one raises ValueError saying what is

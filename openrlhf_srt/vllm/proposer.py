@@ -358,6 +358,13 @@ class SRTProposer:
         self.source.resize(int(byte_budget))
 
     def save(self, path: str) -> None:
+        """Write a snapshot of the cache. Requests the runner no longer holds are finished
+        first: vLLM drops a finished request from the runner in the engine step after it
+        ended, which, with nothing left to run, calls no propose; saved as running, it would
+        claim a request that is gone. (What still runs is saved running; a load restores
+        every sequence finished, docs/cache.md, "Snapshots".)"""
+        if self.runner is not None:
+            self._finish_gone(())
         self.source.save(path)
 
     def load(self, path: str) -> None:

@@ -346,15 +346,39 @@ def test_state_export_import_round_trip():
     assert int(st.response_lens.sum()) == len(st.response_tokens) == sum(len(r) for *_, r in data)
     d = TreeCache.from_state(st)
     d.check()
-    assert d.config == c.config and d.stats() == c.stats() | {"bytes": d.stats()["bytes"]}
+    counts = ("prompts", "sequences", "runahead", "nodes", "global_nodes", "hubs", "tokens")
+    assert d.config == c.config and [d.stats()[k] for k in counts] == [c.stats()[k] for k in counts]
+    assert d.stats()["running"] == 0  # every sequence comes back finished
     assert d.dump() == c.dump()
     for p in range(6):
         assert d.dump(1000 + p) == c.dump(1000 + p)
-    for i in (500, 501, 502, 900):
-        assert d.draft(i, 6).tokens.tolist() == c.draft(i, 6).tokens.tolist()
-    again = d.export_state()  # same prompts in the same order, same sequences
+    running = {500: data[-3], 501: data[-2], 502: data[-1], 900: (0, data[0][1], [])}
+    for i, (p, prompt, resp) in running.items():  # the same draft from their contexts
+        got = d.draft_context(1000 + p, prompt + resp, 6, response_start=len(prompt))
+        assert got.tokens.tolist() == c.draft(i, 6).tokens.tolist()
+    again = d.export_state()  # same prompts in the same order, same sequences, none running
     for k, v in st.arrays().items():
-        assert np.array_equal(getattr(again, k), v), k
+        assert np.array_equal(getattr(again, k), np.zeros_like(v) if k == "running" else v), k
+
+
+def test_nothing_restored_runs():
+    """A state exported with running sequences (a snapshot taken while requests ran, or one
+    holding requests that had ended unseen) comes back with none running: no caller extends
+    or finishes a sequence of the new cache, so a restored running one would outlive every
+    window drop, be evicted last and, evicted, leave a detached record nobody frees."""
+    data = corpus(seed=6, n_prompts=3, samples=2, length=20)
+    c = TreeCache(CacheConfig(max_depth=8))
+    fill(c, data, step=0, finish=False)
+    st = c.export_state()
+    assert st.running.all()  # the export says what ran
+    d = TreeCache.from_state(st)
+    s = d.stats()
+    assert (s["running"], s["sequences"]) == (0, len(data))
+    with pytest.raises(ValueError, match="is finished"):
+        d.extend(0, [1])
+    assert d.drop_steps_before(1) == len(data)  # the window takes them like any other
+    assert d.stats()["sequences"] == d.stats()["prompts"] == 0
+    d.check()
 
 
 def test_bad_states_are_refused_whole():
@@ -397,9 +421,10 @@ def test_snapshot_round_trip_gives_identical_drafts(tmp_path):
     d = TreeCache.load(path)
     assert d.config == c.config
     d.check()
-    assert d.dump() == c.dump() and d.stats()["running"] == 3
-    for i in range(500, 503):
-        a, b = c.draft(i, 6), d.draft(i, 6)
+    assert d.dump() == c.dump() and d.stats()["running"] == 0  # restored finished
+    for i, (p, prompt, resp) in zip(range(500, 503), data[-3:]):
+        a = c.draft(i, 6)
+        b = d.draft_context(1000 + p, prompt + resp, 6, response_start=len(prompt))
         assert a.tokens.tolist() == b.tokens.tolist()
         assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
     for p, prompt, resp in data[:5]:
@@ -448,14 +473,18 @@ V1_SNAPSHOT = bytes.fromhex(
 
 
 def test_snapshot_format_version_1_is_unchanged():
-    c = TreeCache.from_state(snapshot.decode(V1_SNAPSHOT))
+    st = snapshot.decode(V1_SNAPSHOT)
+    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
+    c = TreeCache.from_state(st)
     c.check()
     assert c.config == CacheConfig(max_depth=6, byte_budget=1 << 20, rule="best", min_prob=0.25,
                                    max_draft_tokens=4, global_weight=0.5)
-    st = c.export_state()
-    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
-    assert st.tags.tolist() == [1, 0, 0] and st.prompt_keys.tolist() == [9, 7]
-    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+    again = c.export_state()  # same prompts and sequences, restored finished
+    assert again.seq_ids.tolist() == [2, 1, -3] and again.running.tolist() == [0, 0, 0]
+    assert again.tags.tolist() == [1, 0, 0] and again.prompt_keys.tolist() == [9, 7]
+    for k in ("prompt_tokens", "steps", "response_lens", "response_tokens"):
+        assert np.array_equal(getattr(again, k), getattr(st, k)), k
 
 
 def test_inconsistent_snapshot_is_refused_naming_the_file(tmp_path):

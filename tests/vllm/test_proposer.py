@@ -301,6 +301,35 @@ def test_finished_requests_are_finished_preempted_ones_kept(make):
     assert set(p._seq) == {"b", "c"}
 
 
+def test_a_snapshot_records_no_gone_request_as_running_and_restores_none(make, tmp_path):
+    """vLLM drops a finished request from the runner in the next engine step, which calls no
+    propose when nothing else runs: a save in between finishes it first, so the snapshot
+    holds only live requests as running (a preempted one is live). Restored, nothing runs:
+    the window drops every sequence of earlier steps."""
+    from openrlhf_srt.cache import snapshot
+
+    tree_cache = {"budget": "fixed", "min_prob": 0.0}  # no source: the native TreeCache
+    p, r = make(tree_cache)
+    p.bind(r)
+    for rid, prompt in (("a", [1, 2, 3]), ("b", [1, 2, 3]), ("c", [4, 5])):
+        r.add(rid, prompt)
+    _propose(p, r, [[4], [4], [6]])
+    _propose(p, r, [[5], [6], [7]])
+    seq = dict(p._seq)
+    r.remove("a")  # finished: the runner no longer holds it
+    r.remove("b", finished=False)  # preempted: still held
+    path = tmp_path / "cache.snap"
+    p.save(str(path))
+    st = snapshot.read(path)
+    assert dict(zip(st.seq_ids.tolist(), st.running.tolist())) == {
+        seq["a"]: 0, seq["b"]: 1, seq["c"]: 1}
+    assert set(p._seq) == {"b", "c"}  # the proposer's bookkeeping agrees
+    q, _ = make(tree_cache)  # a restarted engine
+    q.load(str(path))
+    assert (q.source.stats()["running"], q.source.stats()["sequences"]) == (0, 3)
+    assert q.drop_steps_before(1) == 3
+
+
 def test_budget_stops_at_max_model_len_and_skipped_steps_catch_up(make):
     p, r = make()
     p.bind(r)

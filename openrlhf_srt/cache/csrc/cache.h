@@ -88,7 +88,9 @@ void for_each_figure(const Stats& s, F&& f) {
 // What a rebuild needs, in flat arrays: the cached prompts (least recently used first; prompt
 // i owns prompt_lens[i] tokens of prompt_tokens) and every registered sequence that is not
 // detached, grouped by prompt in the same order (sequence j owns response_lens[j] tokens of
-// response_tokens). Trees are canonical, so importing it gives identical trees.
+// response_tokens). Trees are canonical, so importing it gives identical trees. `running`
+// says what ran at export; an import restores every sequence finished: no caller extends
+// or finishes a sequence of the new cache, so one restored running would never finish.
 struct State {
   std::vector<uint64_t> prompt_keys;
   std::vector<uint32_t> prompt_lens;
@@ -164,8 +166,8 @@ class Cache {
             std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
   State export_state();
   // Rebuild from an exported state under this cache's config (depth, budget: the state holds
-  // raw token sequences); only into an empty cache. Validates the whole state first, so a
-  // bad one changes nothing.
+  // raw token sequences); only into an empty cache. Every sequence comes back finished
+  // (State). Validates the whole state first, so a bad one changes nothing.
   void import_state(const State& s);
 
  private:

@@ -153,7 +153,7 @@ void Cache::import_state(const State& s) {
     const int64_t id = s.seq_ids[j];
     add_locked(id, s.seq_keys[j], s.prompt_tokens.data() + start, len, s.steps[j], s.tags[j]);
     extend_locked(id, s.response_tokens.data() + off, s.response_lens[j]);
-    if (!s.running[j]) finish_locked(id);
+    finish_locked(id);  // nothing runs across an import, whatever ran at export (State)
     // Under a smaller budget than the exporter's, the least recently used prompts go, as
     // they would have there; one sequence at a time, so the peak stays near the budget.
     enforce_budget();
