@@ -112,7 +112,8 @@ class SRTWorkerExtension(CPUFixExtension):
 
     @_cache_owner_only
     def srt_load_snapshot(self, p, path: str) -> None:
-        """Replace the cache by a snapshot."""
+        """Replace the cache by a snapshot's contents, under this engine's settings
+        (SRTProposer.load)."""
         p.load(str(path))
 
     @_cache_owner_only

@@ -381,6 +381,35 @@ def test_nothing_restored_runs():
     d.check()
 
 
+def test_a_state_is_restored_under_another_config():
+    """from_state(state, config): the contents under the new cache's settings. The state
+    holds raw token sequences: a smaller budget evicts the least recently used prompts as
+    usual, another depth re-indexes every text; each tree equals one built under that config."""
+    data = corpus(seed=8, n_prompts=12, samples=3, length=80)
+    c = TreeCache(CacheConfig(max_depth=16))
+    fill(c, data)  # prompts used in order 0..11
+    st = c.export_state()
+    small = CacheConfig(max_depth=6, byte_budget=MIN_BYTE_BUDGET, rule="prompt", min_prob=0.3,
+                        max_draft_tokens=5, global_weight=2.0)
+    d = TreeCache.from_state(st, small)
+    d.check()
+    s = d.stats()
+    assert d.config == small and s["byte_budget"] == MIN_BYTE_BUDGET >= s["bytes"]
+    kept = [p for p in range(12) if _has(d, p)]
+    assert 1 <= len(kept) < 12 and kept == list(range(12 - len(kept), 12))  # LRU evicted
+    assert s["evicted_prompts"] > 0 and s["detached"] == s["running"] == 0
+    fresh = TreeCache(CacheConfig(max_depth=6))
+    fill(fresh, [x for x in data if x[0] in kept])
+    assert d.dump() == fresh.dump()
+    assert all(d.dump(1000 + p) == fresh.dump(1000 + p) for p in kept)
+    deeper = CacheConfig(max_depth=24)  # a larger budget and depth: everything, re-indexed
+    e = TreeCache.from_state(st, deeper)
+    fresh = TreeCache(deeper)
+    fill(fresh, data)
+    assert e.stats()["evicted_prompts"] == 0 and e.dump() == fresh.dump()
+    assert all(e.dump(1000 + p) == fresh.dump(1000 + p) for p in range(12))
+
+
 def test_bad_states_are_refused_whole():
     c = TreeCache(CacheConfig(max_depth=8))
     fill(c, corpus(seed=2, n_prompts=2, samples=2, length=10))

@@ -330,6 +330,29 @@ def test_a_snapshot_records_no_gone_request_as_running_and_restores_none(make, t
     assert q.drop_steps_before(1) == 3
 
 
+def test_a_snapshot_is_restored_under_the_engines_current_settings(make, tmp_path):
+    """A resume with other settings (a smaller --srt.cache_bytes to get out of an
+    out-of-memory, another depth or rule) restores the snapshot's contents under the
+    current ones, the least recently used prompts evicted to fit the budget."""
+    from openrlhf_srt.cache import MIN_BYTE_BUDGET
+
+    p, _ = make({"budget": "fixed", "max_depth": 16, "cache_bytes": 1 << 30})
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        p.source.add_sequence(i, 1000 + i, rng.integers(0, 500, 20), step=0)
+        p.source.extend(i, rng.integers(0, 500, 300))
+        p.source.finish_sequence(i)
+    path = tmp_path / "cache.snap"
+    p.save(str(path))
+    q, _ = make({"budget": "fixed", "max_depth": 8, "cache_bytes": MIN_BYTE_BUDGET,
+                 "cache_rule": "prompt", "min_prob": 0.3})
+    q.load(str(path))
+    assert q.source.config == q.config.cache_config()
+    s = q.stats()["cache"]
+    assert s["byte_budget"] == MIN_BYTE_BUDGET >= s["bytes"]
+    assert 0 < s["prompts"] < 40 and s["evicted_prompts"] == 40 - s["prompts"]
+
+
 def test_budget_stops_at_max_model_len_and_skipped_steps_catch_up(make):
     p, r = make()
     p.bind(r)
