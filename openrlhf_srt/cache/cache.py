@@ -169,9 +169,12 @@ class TreeCache:
 
     def stats(self) -> dict[str, int]:
         """Live figures, a new dict built by the native core: prompts, sequences, running,
-        detached, runahead (sequences tagged run-ahead), nodes, global_nodes, hubs (nodes
-        whose children are in a hash table), bytes, global_bytes, tokens (cached prompt +
-        response tokens), byte_budget, evicted_prompts, evicted_running (docs/cache.md)."""
+        detached (running, prompt evicted, record kept), dropped (running, record dropped by
+        the budget, not yet finished), runahead (sequences tagged run-ahead), nodes,
+        global_nodes, hubs (nodes whose children are in a hash table), tokens (cached prompt
+        + response tokens), bytes = prompt_bytes + global_bytes + record_bytes +
+        detached_bytes, byte_budget, evicted_prompts, evicted_running, dropped_running
+        (docs/cache.md, "Memory")."""
         return self._c.stats()
 
     def check(self) -> None:
@@ -194,15 +197,22 @@ class TreeCache:
         return CacheState(config=self.config, **self._c.export_state())
 
     @classmethod
-    def from_state(cls, state: CacheState) -> TreeCache:
+    def from_state(cls, state: CacheState, config: CacheConfig | None = None) -> TreeCache:
         """A new cache rebuilt from an exported state: identical trees, identical drafts.
+        Every sequence comes back finished: nothing runs across a restore (no caller extends
+        or finishes a sequence of the new cache; a running one would never finish).
+
+        `config` (default: the state's own) is the new cache's: the state holds raw token
+        sequences, so they are re-indexed under its max_depth, and under a smaller
+        byte_budget the least recently used prompts are evicted as they are inserted; the
+        drafting settings hold no data. So every setting can be honoured, none is refused.
 
         The state is checked whole before anything is inserted (array dtypes and lengths,
         prompt references, tags, token ids); a bad one raises ValueError saying what is
         wrong. No existing cache is touched either way."""
         if not isinstance(state, CacheState):
             raise ValueError(f"state must be a CacheState, got {type(state).__name__}")  # noqa: TRY004
-        cache = cls(state.config)
+        cache = cls(state.config if config is None else config)
         _native(cache._c.import_state, state.arrays())
         return cache
 
@@ -212,12 +222,13 @@ class TreeCache:
         snapshot.write(self.export_state(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> TreeCache:
-        """A new cache from a snapshot; corrupt, truncated, wrong-version or inconsistent files
-        raise ValueError."""
+    def load(cls, path: str | os.PathLike, config: CacheConfig | None = None) -> TreeCache:
+        """A new cache from a snapshot, under `config` (default: the snapshot's own; see
+        from_state); corrupt, truncated, wrong-version or inconsistent files raise
+        ValueError."""
         state = snapshot.read(path)
         try:
-            return cls.from_state(state)
+            return cls.from_state(state, config)
         except ValueError as e:
             raise ValueError(f"{path}: not a valid tree-cache snapshot: {e}") from None
 

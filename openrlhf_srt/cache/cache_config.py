@@ -28,7 +28,8 @@ class CacheConfig:
         ``max_depth - budget``, so a full draft fits below the match), in
         [MIN_DEPTH_LIMIT, MAX_DEPTH_LIMIT].
     byte_budget: bytes for the whole forest (all prompt trees, the global tree, sequence
-        records), >= MIN_BYTE_BUDGET; least recently used prompts are evicted to stay below it.
+        records, detached ones included), >= MIN_BYTE_BUDGET; a hard bound after every call:
+        least recently used prompts are evicted to stay below it (docs/cache.md, "Memory").
     rule: how the per-prompt tree and the global tree are combined when drafting:
         "prompt" (per-prompt tree only), "global" (global tree only), "best" (draft from
         each, keep the one whose best path has the higher expected accepted length),

@@ -2,7 +2,8 @@
 
 A snapshot stores what was inserted, not the trees: the configuration, the cached prompts
 (least recently used first) and every registered sequence (id, prompt key, step, tag,
-running flag, response tokens), i.e. the arrays of a ``CacheState``. ``TreeCache.save`` and
+running flag, response tokens), i.e. the arrays of a ``CacheState`` (loaded, every sequence
+is restored finished: ``TreeCache.from_state``). ``TreeCache.save`` and
 ``TreeCache.load`` write and read them with ``write`` and ``read``.
 
 Layout (little-endian), version 1:

@@ -23,8 +23,9 @@ class CacheState:
     tokens the next ``prompt_lens[i]`` of ``prompt_tokens``. Sequences (S) are grouped by
     prompt in the same order; sequence j owns the next ``response_lens[j]`` tokens of
     ``response_tokens``. ``from_state`` re-inserts the sequences in this order, which gives
-    the prompts back their least-recently-used order. Sequences detached by eviction are not
-    part of the state. Arrays are one-dimensional, of the dtypes below, and checked (dtypes,
+    the prompts back their least-recently-used order, and restores every sequence finished
+    (``running`` records what ran at export; nothing runs across a restore). Sequences
+    detached by eviction are not part of the state. Arrays are one-dimensional, of the dtypes below, and checked (dtypes,
     lengths, references, token ids) by ``from_state``, which refuses a bad state whole.
     """
 
@@ -36,7 +37,7 @@ class CacheState:
     seq_keys: np.ndarray  # uint64 [S]: the prompt key of each sequence
     steps: np.ndarray  # int64 [S]: the step it was added at (drop_steps_before)
     tags: np.ndarray  # uint8 [S]: index into TAGS ("rollout", "runahead")
-    running: np.ndarray  # uint8 [S]: 1 still running, 0 finished
+    running: np.ndarray  # uint8 [S]: 1 running at export, 0 finished (restored finished)
     response_lens: np.ndarray  # uint32 [S]
     response_tokens: np.ndarray  # int32 [sum of response_lens]
 

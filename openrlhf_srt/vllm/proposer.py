@@ -91,12 +91,14 @@ def make_source(cfg: DrafterConfig) -> DraftSource:
 
 
 def load_source(cfg: DrafterConfig, path: str) -> DraftSource:
+    """The draft source of a snapshot, under the settings `cfg` (this run's, not the
+    snapshot's: a resume with a smaller --srt.cache_bytes gets the smaller budget)."""
     if cfg.source is not None:
         mod, _, name = cfg.source.partition(":")
-        return getattr(importlib.import_module(mod), name).load(path)
+        return getattr(importlib.import_module(mod), name).load(path, cfg)
     from openrlhf_srt.cache import TreeCache
 
-    return TreeCache.load(path)
+    return TreeCache.load(path, cfg.cache_config())
 
 
 def is_cache_owner() -> bool:
@@ -358,9 +360,20 @@ class SRTProposer:
         self.source.resize(int(byte_budget))
 
     def save(self, path: str) -> None:
+        """Write a snapshot of the cache. Requests the runner no longer holds are finished
+        first: vLLM drops a finished request from the runner in the engine step after it
+        ended, which, with nothing left to run, calls no propose; saved as running, it would
+        claim a request that is gone. (What still runs is saved running; a load restores
+        every sequence finished, docs/cache.md, "Snapshots".)"""
+        if self.runner is not None:
+            self._finish_gone(())
         self.source.save(path)
 
     def load(self, path: str) -> None:
+        """Replace the cache by a snapshot's contents under this engine's settings (its
+        budget, depth and drafting rule; the least recently used prompts are evicted if the
+        contents exceed the budget). Nothing restored runs; requests still running are
+        registered again on their next step."""
         self.source = load_source(self.config, path)
         self._forget_running()
 

@@ -106,13 +106,14 @@ class SRTWorkerExtension(CPUFixExtension):
 
     @_cache_owner_only
     def srt_save_snapshot(self, p, path: str) -> None:
-        """Write a cache snapshot (between generate calls: running sequences are saved as
-        running)."""
+        """Write a cache snapshot (between generate calls; the sequences of requests the
+        runner no longer holds are finished first, SRTProposer.save)."""
         p.save(str(path))
 
     @_cache_owner_only
     def srt_load_snapshot(self, p, path: str) -> None:
-        """Replace the cache by a snapshot."""
+        """Replace the cache by a snapshot's contents, under this engine's settings
+        (SRTProposer.load)."""
         p.load(str(path))
 
     @_cache_owner_only

@@ -166,9 +166,10 @@ def test_batch_drafts_have_named_fields_in_csr_form():
 def test_stats_are_a_dict_with_the_documented_keys():
     c = TreeCache(CacheConfig(byte_budget=1 << 20))
     s = c.stats()
-    assert set(s) == {"prompts", "sequences", "running", "detached", "runahead", "nodes",
-                      "global_nodes", "hubs", "bytes", "global_bytes", "tokens", "byte_budget",
-                      "evicted_prompts", "evicted_running"}
+    assert set(s) == {"prompts", "sequences", "running", "detached", "dropped", "runahead",
+                      "nodes", "global_nodes", "hubs", "tokens", "bytes", "prompt_bytes",
+                      "global_bytes", "record_bytes", "detached_bytes", "byte_budget",
+                      "evicted_prompts", "evicted_running", "dropped_running"}
     assert all(isinstance(v, int) for v in s.values()) and s["byte_budget"] == 1 << 20
     c.resize(1 << 21)
     assert c.stats()["byte_budget"] == 1 << 21 == c.config.byte_budget
@@ -287,6 +288,45 @@ def test_running_prompt_evicted_only_when_unavoidable_then_detached():
     assert c.stats()["detached"] == 0
 
 
+def test_detached_records_count_toward_the_budget_and_are_dropped_last():
+    """Running sequences whose prompts were evicted keep a record (detached), counted in
+    the budget; when the records alone outgrow it they are dropped (no record): calls naming
+    them are accepted and ignored until the caller finishes them. New prompts are cached
+    all along (before, the records held the budget and every new prompt was evicted)."""
+    budget = MIN_BYTE_BUDGET
+    c = TreeCache(CacheConfig(max_depth=8, byte_budget=budget))
+    rng = random.Random(1)
+    n = 1500
+    for i in range(n):  # every sequence its own prompt, all running
+        c.add_sequence(i, i, [rng.randrange(5000) for _ in range(30)], step=0)
+        c.extend(i, [rng.randrange(5000) for _ in range(30)])
+        assert c.stats()["bytes"] <= budget
+    c.check()
+    s = c.stats()
+    assert s["dropped"] > 0 and s["detached"] > 0 and s["detached_bytes"] > 0
+    assert s["running"] + s["detached"] + s["dropped"] == n
+    assert s["dropped_running"] == s["dropped"] and s["evicted_running"] >= s["detached"]
+    # every running id is still accepted: nothing indexed, no draft for the uncached ones
+    out = c.step(list(range(n)), np.ones(n, np.int32), [1] * n, [4] * n)
+    assert out.lists()[0] == [] and c.draft(0, 4).tokens.size == 0
+    c.extend(0, [1, 2])
+    assert c.stats()["bytes"] <= budget
+    # a new prompt is cached and drafted from while all of them still run
+    c.add_sequence(n, 10**6, [1, 2, 3], step=1)
+    c.extend(n, [4, 5, 6, 4, 5, 6])
+    c.finish_sequence(n)
+    c.add_sequence(n + 1, 10**6, [1, 2, 3], step=1)
+    c.extend(n + 1, [4, 5])
+    assert c.draft(n + 1, 3).tokens.tolist() == [6, 4, 5]
+    for i in range(n):
+        c.finish_sequence(i)
+    s = c.stats()
+    assert s["detached"] == s["dropped"] == 0 and s["detached_bytes"] == 0
+    with pytest.raises(ValueError, match="unknown seq_id 0"):  # exact again: none outstanding
+        c.finish_sequence(0)
+    c.check()
+
+
 # --------------------------------------------------------------- state export/import
 def test_state_export_import_round_trip():
     data = corpus(seed=4)
@@ -306,15 +346,68 @@ def test_state_export_import_round_trip():
     assert int(st.response_lens.sum()) == len(st.response_tokens) == sum(len(r) for *_, r in data)
     d = TreeCache.from_state(st)
     d.check()
-    assert d.config == c.config and d.stats() == c.stats() | {"bytes": d.stats()["bytes"]}
+    counts = ("prompts", "sequences", "runahead", "nodes", "global_nodes", "hubs", "tokens")
+    assert d.config == c.config and [d.stats()[k] for k in counts] == [c.stats()[k] for k in counts]
+    assert d.stats()["running"] == 0  # every sequence comes back finished
     assert d.dump() == c.dump()
     for p in range(6):
         assert d.dump(1000 + p) == c.dump(1000 + p)
-    for i in (500, 501, 502, 900):
-        assert d.draft(i, 6).tokens.tolist() == c.draft(i, 6).tokens.tolist()
-    again = d.export_state()  # same prompts in the same order, same sequences
+    running = {500: data[-3], 501: data[-2], 502: data[-1], 900: (0, data[0][1], [])}
+    for i, (p, prompt, resp) in running.items():  # the same draft from their contexts
+        got = d.draft_context(1000 + p, prompt + resp, 6, response_start=len(prompt))
+        assert got.tokens.tolist() == c.draft(i, 6).tokens.tolist()
+    again = d.export_state()  # same prompts in the same order, same sequences, none running
     for k, v in st.arrays().items():
-        assert np.array_equal(getattr(again, k), v), k
+        assert np.array_equal(getattr(again, k), np.zeros_like(v) if k == "running" else v), k
+
+
+def test_nothing_restored_runs():
+    """A state exported with running sequences (a snapshot taken while requests ran, or one
+    holding requests that had ended unseen) comes back with none running: no caller extends
+    or finishes a sequence of the new cache, so a restored running one would outlive every
+    window drop, be evicted last and, evicted, leave a detached record nobody frees."""
+    data = corpus(seed=6, n_prompts=3, samples=2, length=20)
+    c = TreeCache(CacheConfig(max_depth=8))
+    fill(c, data, step=0, finish=False)
+    st = c.export_state()
+    assert st.running.all()  # the export says what ran
+    d = TreeCache.from_state(st)
+    s = d.stats()
+    assert (s["running"], s["sequences"]) == (0, len(data))
+    with pytest.raises(ValueError, match="is finished"):
+        d.extend(0, [1])
+    assert d.drop_steps_before(1) == len(data)  # the window takes them like any other
+    assert d.stats()["sequences"] == d.stats()["prompts"] == 0
+    d.check()
+
+
+def test_a_state_is_restored_under_another_config():
+    """from_state(state, config): the contents under the new cache's settings. The state
+    holds raw token sequences: a smaller budget evicts the least recently used prompts as
+    usual, another depth re-indexes every text; each tree equals one built under that config."""
+    data = corpus(seed=8, n_prompts=12, samples=3, length=80)
+    c = TreeCache(CacheConfig(max_depth=16))
+    fill(c, data)  # prompts used in order 0..11
+    st = c.export_state()
+    small = CacheConfig(max_depth=6, byte_budget=MIN_BYTE_BUDGET, rule="prompt", min_prob=0.3,
+                        max_draft_tokens=5, global_weight=2.0)
+    d = TreeCache.from_state(st, small)
+    d.check()
+    s = d.stats()
+    assert d.config == small and s["byte_budget"] == MIN_BYTE_BUDGET >= s["bytes"]
+    kept = [p for p in range(12) if _has(d, p)]
+    assert 1 <= len(kept) < 12 and kept == list(range(12 - len(kept), 12))  # LRU evicted
+    assert s["evicted_prompts"] > 0 and s["detached"] == s["running"] == 0
+    fresh = TreeCache(CacheConfig(max_depth=6))
+    fill(fresh, [x for x in data if x[0] in kept])
+    assert d.dump() == fresh.dump()
+    assert all(d.dump(1000 + p) == fresh.dump(1000 + p) for p in kept)
+    deeper = CacheConfig(max_depth=24)  # a larger budget and depth: everything, re-indexed
+    e = TreeCache.from_state(st, deeper)
+    fresh = TreeCache(deeper)
+    fill(fresh, data)
+    assert e.stats()["evicted_prompts"] == 0 and e.dump() == fresh.dump()
+    assert all(e.dump(1000 + p) == fresh.dump(1000 + p) for p in range(12))
 
 
 def test_bad_states_are_refused_whole():
@@ -357,9 +450,10 @@ def test_snapshot_round_trip_gives_identical_drafts(tmp_path):
     d = TreeCache.load(path)
     assert d.config == c.config
     d.check()
-    assert d.dump() == c.dump() and d.stats()["running"] == 3
-    for i in range(500, 503):
-        a, b = c.draft(i, 6), d.draft(i, 6)
+    assert d.dump() == c.dump() and d.stats()["running"] == 0  # restored finished
+    for i, (p, prompt, resp) in zip(range(500, 503), data[-3:]):
+        a = c.draft(i, 6)
+        b = d.draft_context(1000 + p, prompt + resp, 6, response_start=len(prompt))
         assert a.tokens.tolist() == b.tokens.tolist()
         assert a.tree_tokens.tolist() == b.tree_tokens.tolist()
     for p, prompt, resp in data[:5]:
@@ -408,14 +502,18 @@ V1_SNAPSHOT = bytes.fromhex(
 
 
 def test_snapshot_format_version_1_is_unchanged():
-    c = TreeCache.from_state(snapshot.decode(V1_SNAPSHOT))
+    st = snapshot.decode(V1_SNAPSHOT)
+    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
+    c = TreeCache.from_state(st)
     c.check()
     assert c.config == CacheConfig(max_depth=6, byte_budget=1 << 20, rule="best", min_prob=0.25,
                                    max_draft_tokens=4, global_weight=0.5)
-    st = c.export_state()
-    assert st.seq_ids.tolist() == [2, 1, -3] and st.running.tolist() == [1, 0, 1]
-    assert st.tags.tolist() == [1, 0, 0] and st.prompt_keys.tolist() == [9, 7]
-    assert snapshot.encode(st) == V1_SNAPSHOT  # byte for byte
+    again = c.export_state()  # same prompts and sequences, restored finished
+    assert again.seq_ids.tolist() == [2, 1, -3] and again.running.tolist() == [0, 0, 0]
+    assert again.tags.tolist() == [1, 0, 0] and again.prompt_keys.tolist() == [9, 7]
+    for k in ("prompt_tokens", "steps", "response_lens", "response_tokens"):
+        assert np.array_equal(getattr(again, k), getattr(st, k)), k
 
 
 def test_inconsistent_snapshot_is_refused_naming_the_file(tmp_path):
@@ -477,3 +575,69 @@ def test_stats_are_live_figures():
     assert s1["nodes"] > 0 and s1["bytes"] > s0["bytes"] and 0 < s1["global_bytes"] < s1["bytes"]
     c.clear()
     assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0
+
+
+# ------------------------------------------------------------- the budget, a hard bound
+BYTE_PARTS = ("prompt_bytes", "global_bytes", "record_bytes", "detached_bytes")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_byte_budget_is_a_hard_bound_under_random_calls(seed):
+    """Many prompts under a tiny budget, every public call in random order (step, window
+    drops and resizes included): after each call `bytes` is within the budget, detached
+    records included, `check()` passes, the byte figures add up to `bytes`, and every
+    sequence the caller still runs is cached, detached or dropped."""
+    rng = random.Random(seed)
+    c = TreeCache(CacheConfig(max_depth=rng.choice([4, 8, 16]), byte_budget=MIN_BYTE_BUDGET))
+    prompts = {k: [rng.randrange(40) for _ in range(rng.randint(1, 60))] for k in range(60)}
+    running, finished = [], []  # the caller's sequences
+    next_id, step = 0, 0
+    ops = ["add", "extend", "step", "finish", "remove", "drop", "resize", "draft", "next_step"]
+    for _ in range(4000):  # far more adds than finishes: running sequences pile up
+        op = rng.choices(ops, weights=[10, 6, 2, 1, 1, 1, 1, 1, 1])[0]
+        if op == "add" or not running and op in ("extend", "step", "finish", "draft"):
+            key = rng.randrange(len(prompts))
+            c.add_sequence(next_id, key, prompts[key], step=step,
+                           tag=rng.choice(("rollout", "runahead")))
+            running.append(next_id)
+            next_id += 1
+        elif op == "extend":
+            n = rng.choice((0, 1, 5, 50, 400))
+            c.extend(rng.choice(running), [rng.randrange(rng.choice((8, 3000))) for _ in range(n)])
+        elif op == "step":
+            ids = rng.sample(running, rng.randint(1, len(running)))
+            counts = [rng.randint(0, 6) for _ in ids]
+            toks = np.array([rng.randrange(40) for _ in range(sum(counts))], np.int32)
+            out = c.step(ids, toks, counts, [rng.randint(0, 8) for _ in ids])
+            assert len(out) == len(ids)
+        elif op == "finish":
+            sid = running.pop(rng.randrange(len(running)))
+            c.finish_sequence(sid)
+            finished.append(sid)
+        elif op == "remove":
+            held = set(c.export_state().seq_ids.tolist())  # evicted finished ones are gone
+            finished = [s for s in finished if s in held]
+            pool = running + finished
+            if pool:
+                sid = rng.choice(pool)
+                c.remove_sequence(sid)
+                (running if sid in running else finished).remove(sid)
+        elif op == "drop":
+            c.drop_steps_before(rng.randint(0, step + 1))
+        elif op == "resize":
+            c.resize(rng.randint(MIN_BYTE_BUDGET, 4 * MIN_BYTE_BUDGET))
+        elif op == "draft":
+            c.draft(rng.choice(running), rng.randint(0, 8))
+        else:
+            step += 1
+        s = c.stats()
+        assert s["bytes"] <= s["byte_budget"], (op, s)
+        c.check()
+        assert sum(s[k] for k in BYTE_PARTS) == s["bytes"], s
+        assert s["running"] + s["detached"] + s["dropped"] == len(running), (op, s)
+    s = c.stats()
+    # the run exercised what it is about: evictions, detached and dropped sequences
+    assert s["evicted_prompts"] > 0 and s["evicted_running"] > 0 and s["dropped_running"] > 0
+    for sid in running:  # the caller finishes what it runs, dropped ones included
+        c.finish_sequence(sid)
+    assert c.stats()["detached"] == c.stats()["dropped"] == 0

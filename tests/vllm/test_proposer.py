@@ -301,6 +301,58 @@ def test_finished_requests_are_finished_preempted_ones_kept(make):
     assert set(p._seq) == {"b", "c"}
 
 
+def test_a_snapshot_records_no_gone_request_as_running_and_restores_none(make, tmp_path):
+    """vLLM drops a finished request from the runner in the next engine step, which calls no
+    propose when nothing else runs: a save in between finishes it first, so the snapshot
+    holds only live requests as running (a preempted one is live). Restored, nothing runs:
+    the window drops every sequence of earlier steps."""
+    from openrlhf_srt.cache import snapshot
+
+    tree_cache = {"budget": "fixed", "min_prob": 0.0}  # no source: the native TreeCache
+    p, r = make(tree_cache)
+    p.bind(r)
+    for rid, prompt in (("a", [1, 2, 3]), ("b", [1, 2, 3]), ("c", [4, 5])):
+        r.add(rid, prompt)
+    _propose(p, r, [[4], [4], [6]])
+    _propose(p, r, [[5], [6], [7]])
+    seq = dict(p._seq)
+    r.remove("a")  # finished: the runner no longer holds it
+    r.remove("b", finished=False)  # preempted: still held
+    path = tmp_path / "cache.snap"
+    p.save(str(path))
+    st = snapshot.read(path)
+    assert dict(zip(st.seq_ids.tolist(), st.running.tolist())) == {
+        seq["a"]: 0, seq["b"]: 1, seq["c"]: 1}
+    assert set(p._seq) == {"b", "c"}  # the proposer's bookkeeping agrees
+    q, _ = make(tree_cache)  # a restarted engine
+    q.load(str(path))
+    assert (q.source.stats()["running"], q.source.stats()["sequences"]) == (0, 3)
+    assert q.drop_steps_before(1) == 3
+
+
+def test_a_snapshot_is_restored_under_the_engines_current_settings(make, tmp_path):
+    """A resume with other settings (a smaller --srt.cache_bytes to get out of an
+    out-of-memory, another depth or rule) restores the snapshot's contents under the
+    current ones, the least recently used prompts evicted to fit the budget."""
+    from openrlhf_srt.cache import MIN_BYTE_BUDGET
+
+    p, _ = make({"budget": "fixed", "max_depth": 16, "cache_bytes": 1 << 30})
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        p.source.add_sequence(i, 1000 + i, rng.integers(0, 500, 20), step=0)
+        p.source.extend(i, rng.integers(0, 500, 300))
+        p.source.finish_sequence(i)
+    path = tmp_path / "cache.snap"
+    p.save(str(path))
+    q, _ = make({"budget": "fixed", "max_depth": 8, "cache_bytes": MIN_BYTE_BUDGET,
+                 "cache_rule": "prompt", "min_prob": 0.3})
+    q.load(str(path))
+    assert q.source.config == q.config.cache_config()
+    s = q.stats()["cache"]
+    assert s["byte_budget"] == MIN_BYTE_BUDGET >= s["bytes"]
+    assert 0 < s["prompts"] < 40 and s["evicted_prompts"] == 40 - s["prompts"]
+
+
 def test_budget_stops_at_max_model_len_and_skipped_steps_catch_up(make):
     p, r = make()
     p.bind(r)

@@ -35,10 +35,11 @@ static void check_budget(int max_tokens, const char* what) {
                                 to_string(kMaxDraftTokens) + "], got " + to_string(max_tokens));
 }
 
-SeqInfo& Cache::seq_or_throw(int64_t seq) {
+SeqInfo* Cache::find_seq(int64_t seq) {
   auto it = seqs_.find(seq);
-  if (it == seqs_.end()) throw std::invalid_argument("unknown seq_id " + to_string(seq));
-  return it->second;
+  if (it != seqs_.end()) return &it->second;
+  if (dropped_ == 0) throw std::invalid_argument("unknown seq_id " + to_string(seq));
+  return nullptr;
 }
 
 void Cache::remeasure(PromptEntry& e) {
@@ -48,18 +49,24 @@ void Cache::remeasure(PromptEntry& e) {
   e.bytes = now;
 }
 
-size_t Cache::total_bytes() const {
+Cache::Bytes Cache::bytes_by_part() const {
   // Hash-map nodes: key + value + next pointer + cached hash, rounded to the allocator's 16.
-  size_t seq_node = (sizeof(int64_t) + sizeof(SeqInfo) + 16 + 15) / 16 * 16;
-  return sizeof(Cache) + prompt_bytes_ + global_.bytes() + seqs_.size() * seq_node +
-         seqs_.bucket_count() * sizeof(void*) + prompts_.size() * 32 +
-         prompts_.bucket_count() * sizeof(void*);
+  const size_t seq_node = (sizeof(int64_t) + sizeof(SeqInfo) + 16 + 15) / 16 * 16;
+  Bytes b;
+  b.prompts = prompt_bytes_ + prompts_.size() * 32 + prompts_.bucket_count() * sizeof(void*);
+  b.global = global_.bytes();
+  b.detached = detached_ * seq_node;
+  // the record table and the cache object itself (its global tree counted in b.global)
+  b.records = sizeof(Cache) - sizeof(Tree) + (seqs_.size() - detached_) * seq_node +
+              seqs_.bucket_count() * sizeof(void*);
+  return b;
 }
 
 void Cache::add_sequence(int64_t seq, uint64_t key, const int32_t* prompt, size_t n,
                          int64_t step, int tag) {
   std::lock_guard<std::mutex> lock(mu_);
   add_locked(seq, key, prompt, n, step, tag);
+  enforce_budget();
 }
 
 void Cache::add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
@@ -94,7 +101,6 @@ void Cache::add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t 
   info.entry = &e;
   seqs_[seq] = info;
   remeasure(e);
-  enforce_budget();
 }
 
 uint32_t Cache::pslot(int64_t seq, SeqInfo& info) {
@@ -125,27 +131,31 @@ void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
 void Cache::extend(int64_t seq, const int32_t* toks, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   extend_locked(seq, toks, n);
+  enforce_budget();
 }
 
 void Cache::extend_locked(int64_t seq, const int32_t* toks, size_t n) {
-  SeqInfo& info = seq_or_throw(seq);
-  if (!info.running) throw std::invalid_argument("seq_id " + to_string(seq) + " is finished");
+  SeqInfo* info = find_seq(seq);
+  if (info && !info->running)
+    throw std::invalid_argument("seq_id " + to_string(seq) + " is finished");
   validate_tokens(toks, n, "tokens");
-  if (info.detached || n == 0) return;
-  append(seq, info, toks, n);
-  enforce_budget();
+  if (!info || info->detached || n == 0) return;  // detached or dropped: not indexed
+  append(seq, *info, toks, n);
 }
 
 void Cache::finish(int64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
   finish_locked(seq);
+  enforce_budget();
 }
 
 void Cache::finish_locked(int64_t seq) {
-  SeqInfo& info = seq_or_throw(seq);
+  SeqInfo* found = find_seq(seq);
+  if (!found) { dropped_ -= 1; return; }
+  SeqInfo& info = *found;
   if (!info.running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is already finished");
-  if (info.detached) { seqs_.erase(seq); return; }
+  if (info.detached) { seqs_.erase(seq); detached_ -= 1; return; }
   PromptEntry& e = entry(info.key);
   e.tree.finish(seq);
   global_.finish(seq);
@@ -156,8 +166,10 @@ void Cache::finish_locked(int64_t seq) {
 }
 
 void Cache::remove_locked(int64_t seq) {
-  SeqInfo& info = seqs_.at(seq);
-  if (info.detached) { seqs_.erase(seq); return; }
+  SeqInfo* found = find_seq(seq);
+  if (!found) { dropped_ -= 1; return; }
+  SeqInfo& info = *found;
+  if (info.detached) { seqs_.erase(seq); detached_ -= 1; return; }
   auto it = prompts_.find(info.key);
   PromptEntry& e = *it->second;
   e.tree.remove(seq);
@@ -175,8 +187,8 @@ void Cache::remove_locked(int64_t seq) {
 
 void Cache::remove(int64_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
-  seq_or_throw(seq);
   remove_locked(seq);
+  enforce_budget();
 }
 
 size_t Cache::drop_steps_before(int64_t step) {
@@ -186,6 +198,7 @@ size_t Cache::drop_steps_before(int64_t step) {
     if (info.step < step && !info.running) victims.push_back(id);
   std::sort(victims.begin(), victims.end());
   for (int64_t id : victims) remove_locked(id);
+  enforce_budget();
   return victims.size();
 }
 
@@ -197,6 +210,8 @@ void Cache::evict(uint64_t key) {
     SeqInfo& info = seqs_.at(seq);
     if (info.running) {
       info.detached = true;
+      info.entry = nullptr;
+      detached_ += 1;
       evicted_running_ += 1;
     } else {
       seqs_.erase(seq);
@@ -207,20 +222,51 @@ void Cache::evict(uint64_t key) {
   evicted_prompts_ += 1;
 }
 
-// Least recently used prompts go first; a prompt with a running sequence only when the
-// idle ones are not enough (its sequences are then detached: no tree, no drafts).
+bool Cache::within_budget() {
+  if (total_bytes() <= cfg_.byte_budget) return true;
+  // Hash tables keep their bucket arrays as they empty; a sparse one is sized down to its
+  // contents (amortized: only after it halved), so that evicting everything always fits.
+  if (seqs_.bucket_count() > 2 * seqs_.size() + 16) seqs_.rehash(0);
+  if (prompts_.bucket_count() > 2 * prompts_.size() + 16) prompts_.rehash(0);
+  return total_bytes() <= cfg_.byte_budget;
+}
+
+// Every public call that changes the forest ends here, so the budget holds after each one.
+// Order: idle prompts, least recently used first; then the detached records, lowest id
+// first (they are dropped: no record; they draft nothing, so they go before any running
+// prompt); then prompts with a running sequence (theirs are detached), and their records.
+// With every prompt and record gone the forest is a few KiB, below kMinByteBudget.
 void Cache::enforce_budget() {
-  if (total_bytes() <= cfg_.byte_budget) return;
-  for (int pass = 0; pass < 2; ++pass) {
-    std::vector<std::pair<uint64_t, uint64_t>> order;  // (last_use, key)
-    for (auto& [key, e] : prompts_)
-      if ((e->running == 0) == (pass == 0)) order.emplace_back(e->last_use, key);
-    std::sort(order.begin(), order.end());
-    for (auto& [use, key] : order) {
-      if (total_bytes() <= cfg_.byte_budget) return;
-      evict(key);
-    }
+  if (within_budget()) return;
+  if (evict_lru(false) || drop_detached() || evict_lru(true)) return;
+  drop_detached();
+}
+
+bool Cache::evict_lru(bool running) {
+  std::vector<std::pair<uint64_t, uint64_t>> order;  // (last_use, key)
+  for (auto& [key, e] : prompts_)
+    if ((e->running > 0) == running) order.emplace_back(e->last_use, key);
+  std::sort(order.begin(), order.end());
+  for (auto& [use, key] : order) {
+    if (within_budget()) return true;
+    evict(key);
   }
+  return within_budget();
+}
+
+bool Cache::drop_detached() {
+  std::vector<int64_t> ids;
+  for (auto& [id, info] : seqs_)
+    if (info.detached) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (int64_t id : ids) {
+    if (within_budget()) return true;
+    seqs_.erase(id);
+    detached_ -= 1;
+    dropped_ += 1;
+    dropped_running_ += 1;
+  }
+  return within_budget();
 }
 
 int Cache::match_cap(int budget) const {
@@ -265,11 +311,12 @@ void Cache::make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget,
 Draft Cache::draft(int64_t seq, int max_tokens, double min_prob, bool want_tree) {
   std::lock_guard<std::mutex> lock(mu_);
   check_budget(max_tokens, "max_tokens");
-  SeqInfo& info = seq_or_throw(seq);
-  if (!info.running)
+  SeqInfo* found = find_seq(seq);
+  if (found && !found->running)
     throw std::invalid_argument("seq_id " + to_string(seq) + " is finished; only running "
                                 "sequences are drafted for (use draft_context)");
-  if (info.detached || max_tokens == 0) return Draft{};
+  if (!found || found->detached || max_tokens == 0) return Draft{};
+  SeqInfo& info = *found;
   PromptEntry& e = entry(info.key);
   e.last_use = ++tick_;
   int cap = match_cap(max_tokens);
@@ -307,24 +354,25 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
                  BatchDrafts& out) {
   std::lock_guard<std::mutex> lock(mu_);
   // Validate everything first so that a bad call changes nothing.
-  std::vector<SeqInfo*> infos(nseq);
+  std::vector<SeqInfo*> infos(nseq);  // nullptr: a dropped sequence, nothing to do
   size_t total = 0;
   for (size_t i = 0; i < nseq; ++i) {
-    SeqInfo& info = seq_or_throw(seqs[i]);
-    if (!info.running) throw std::invalid_argument("seq_id " + to_string(seqs[i]) + " is finished");
+    infos[i] = find_seq(seqs[i]);
+    if (infos[i] && !infos[i]->running)
+      throw std::invalid_argument("seq_id " + to_string(seqs[i]) + " is finished");
     if (counts[i] < 0) throw std::invalid_argument("new_token_counts[" + to_string(i) + "] is negative");
     if (budgets[i] < 0) throw std::invalid_argument("budgets[" + to_string(i) + "] is negative");
     if (budgets[i] > kMaxDraftTokens)
       throw std::invalid_argument("budgets[" + to_string(i) + "] exceeds " +
                                   to_string(kMaxDraftTokens));
     total += static_cast<size_t>(counts[i]);
-    infos[i] = &info;
   }
   if (total != ntok)
     throw std::invalid_argument("new_token_counts sum to " + to_string(total) + " but " +
                                 to_string(ntok) + " new tokens were given");
   const uint64_t stamp = ++step_calls_;
   for (size_t i = 0; i < nseq; ++i) {
+    if (!infos[i]) continue;
     if (infos[i]->stamp == stamp)
       throw std::invalid_argument("seq_ids contain " + to_string(seqs[i]) + " twice");
     infos[i]->stamp = stamp;
@@ -332,10 +380,19 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   validate_tokens(toks, ntok, "new_tokens");
   size_t off = 0;
   for (size_t i = 0; i < nseq; ++i) {  // all appends first: siblings see this step's tokens
-    if (counts[i] > 0 && !infos[i]->detached) append(seqs[i], *infos[i], toks + off, counts[i]);
+    if (counts[i] > 0 && infos[i] && !infos[i]->detached)
+      append(seqs[i], *infos[i], toks + off, counts[i]);
     off += static_cast<size_t>(counts[i]);
   }
+  const size_t dropped_before = dropped_running_;
   enforce_budget();
+  if (dropped_running_ != dropped_before) {  // records dropped just now are gone
+    for (size_t i = 0; i < nseq; ++i) {
+      if (!infos[i]) continue;
+      auto it = seqs_.find(seqs[i]);
+      infos[i] = it == seqs_.end() ? nullptr : &it->second;
+    }
+  }
   out.offsets.assign(1, 0);
   out.match_len.assign(nseq, 0);
   out.score.assign(nseq, 0.0f);
@@ -343,7 +400,7 @@ void Cache::step(const int64_t* seqs, size_t nseq, const int32_t* toks, size_t n
   out.toks.clear();
   out.probs.clear();
   for (size_t i = 0; i < nseq; ++i) {
-    if (budgets[i] > 0 && !infos[i]->detached) {
+    if (budgets[i] > 0 && infos[i] && !infos[i]->detached) {
       SeqInfo& info = *infos[i];
       PromptEntry& e = *info.entry;
       int cap = match_cap(budgets[i]);
@@ -375,6 +432,7 @@ void Cache::clear() {
   seqs_.clear();
   global_ = Tree(cfg_.max_depth);
   prompt_bytes_ = 0;
+  detached_ = dropped_ = 0;
 }
 
 }  // namespace srt

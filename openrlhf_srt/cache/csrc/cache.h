@@ -53,11 +53,13 @@ struct BatchDrafts {
 };
 
 // Live figures; Python gets them as a dict keyed by the names for_each_figure gives them
-// (docs/cache.md says what each means).
+// (docs/cache.md says what each means). bytes = prompt_bytes + global_bytes + record_bytes
+// + detached_bytes.
 struct Stats {
-  size_t prompts = 0, sequences = 0, running = 0, detached = 0, runahead = 0;
-  size_t nodes = 0, global_nodes = 0, hubs = 0, bytes = 0, global_bytes = 0, tokens = 0;
-  size_t byte_budget = 0, evicted_prompts = 0, evicted_running = 0;
+  size_t prompts = 0, sequences = 0, running = 0, detached = 0, dropped = 0, runahead = 0;
+  size_t nodes = 0, global_nodes = 0, hubs = 0, tokens = 0;
+  size_t bytes = 0, prompt_bytes = 0, global_bytes = 0, record_bytes = 0, detached_bytes = 0;
+  size_t byte_budget = 0, evicted_prompts = 0, evicted_running = 0, dropped_running = 0;
 };
 
 template <class F>
@@ -66,22 +68,29 @@ void for_each_figure(const Stats& s, F&& f) {
   f("sequences", s.sequences);
   f("running", s.running);
   f("detached", s.detached);
+  f("dropped", s.dropped);
   f("runahead", s.runahead);
   f("nodes", s.nodes);
   f("global_nodes", s.global_nodes);
   f("hubs", s.hubs);
-  f("bytes", s.bytes);
-  f("global_bytes", s.global_bytes);
   f("tokens", s.tokens);
+  f("bytes", s.bytes);
+  f("prompt_bytes", s.prompt_bytes);
+  f("global_bytes", s.global_bytes);
+  f("record_bytes", s.record_bytes);
+  f("detached_bytes", s.detached_bytes);
   f("byte_budget", s.byte_budget);
   f("evicted_prompts", s.evicted_prompts);
   f("evicted_running", s.evicted_running);
+  f("dropped_running", s.dropped_running);
 }
 
 // What a rebuild needs, in flat arrays: the cached prompts (least recently used first; prompt
 // i owns prompt_lens[i] tokens of prompt_tokens) and every registered sequence that is not
 // detached, grouped by prompt in the same order (sequence j owns response_lens[j] tokens of
-// response_tokens). Trees are canonical, so importing it gives identical trees.
+// response_tokens). Trees are canonical, so importing it gives identical trees. `running`
+// says what ran at export; an import restores every sequence finished: no caller extends
+// or finishes a sequence of the new cache, so one restored running would never finish.
 struct State {
   std::vector<uint64_t> prompt_keys;
   std::vector<uint32_t> prompt_lens;
@@ -127,7 +136,7 @@ struct SeqInfo {
   bool running = true;
   bool detached = false;  // its prompt was evicted while it ran
   // Cached lookups for the step() hot path; a slot is valid while its tree's epoch holds.
-  PromptEntry* entry = nullptr;
+  PromptEntry* entry = nullptr;  // null once detached
   uint64_t stamp = 0;  // last step() call that named it, to find duplicates
   uint32_t pslot = 0, gslot = 0;
   uint64_t pepoch = ~0ull, gepoch = ~0ull;
@@ -156,25 +165,38 @@ class Cache {
   void dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& paths,
             std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
   State export_state();
-  // Rebuild from an exported state; only into an empty cache. Validates the whole state
-  // first, so a bad one changes nothing.
+  // Rebuild from an exported state under this cache's config (depth, budget: the state holds
+  // raw token sequences); only into an empty cache. Every sequence comes back finished
+  // (State). Validates the whole state first, so a bad one changes nothing.
   void import_state(const State& s);
 
  private:
-  SeqInfo& seq_or_throw(int64_t seq);
-  // The public calls' work, under mu_ already held.
+  // Bytes by where they are (Stats: prompt_bytes, global_bytes, record_bytes,
+  // detached_bytes); one computation for the budget and the figures.
+  struct Bytes {
+    size_t prompts = 0, global = 0, records = 0, detached = 0;
+    size_t total() const { return prompts + global + records + detached; }
+  };
+  // The record of seq; nullptr for an id the cache does not hold while dropped sequences are
+  // outstanding (it is taken for one of them); otherwise an unknown id throws.
+  SeqInfo* find_seq(int64_t seq);
+  // The public calls' work, under mu_ already held; the public call enforces the budget.
   void add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t n, int64_t step,
                   int tag);
   void extend_locked(int64_t seq, const int32_t* toks, size_t n);
   void finish_locked(int64_t seq);
+  void remove_locked(int64_t seq);
   PromptEntry& entry(uint64_t key) { return *prompts_.at(key); }
   void append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n);
   uint32_t pslot(int64_t seq, SeqInfo& info);
   uint32_t gslot(int64_t seq, SeqInfo& info);
-  void remove_locked(int64_t seq);
   void remeasure(PromptEntry& e);
-  size_t total_bytes() const;
+  Bytes bytes_by_part() const;
+  size_t total_bytes() const { return bytes_by_part().total(); }
+  bool within_budget();  // sizes sparse hash tables down when over
   void enforce_budget();
+  bool evict_lru(bool running);  // prompts with (or without) a running sequence; true: fits
+  bool drop_detached();          // true: fits
   void evict(uint64_t key);
   void make_draft(const Tree* a, Pos pa, const Tree* b, Pos pb, int budget, double min_prob,
                   bool want_tree, Draft& r);
@@ -188,7 +210,11 @@ class Cache {
   uint64_t tick_ = 0;
   uint64_t step_calls_ = 0;
   size_t prompt_bytes_ = 0;  // sum of PromptEntry::bytes and their prompt arrays
-  size_t evicted_prompts_ = 0, evicted_running_ = 0;
+  size_t detached_ = 0;      // records in seqs_ with detached set
+  // Running sequences dropped by the budget and not yet finished or removed by the caller:
+  // they have no record, only this count (a record per id would not be bounded).
+  size_t dropped_ = 0;
+  size_t evicted_prompts_ = 0, evicted_running_ = 0, dropped_running_ = 0;
   Chain alt_;             // scratch for rule "best" (guarded by mu_)
   Draft scratch_;         // scratch for step()
 };

@@ -14,7 +14,7 @@ Stats Cache::stats() {
   Stats s;
   s.prompts = prompts_.size();
   for (auto& [id, info] : seqs_) {
-    if (info.detached) { s.detached += 1; continue; }
+    if (info.detached) continue;
     s.sequences += 1;
     s.running += info.running ? 1 : 0;
     s.runahead += info.tag == kRunahead ? 1 : 0;
@@ -28,11 +28,18 @@ Stats Cache::stats() {
   s.nodes += s.global_nodes;
   s.hubs += global_.num_hubs();
   s.tokens += global_.live_tokens();  // response tokens
-  s.bytes = total_bytes();
-  s.global_bytes = global_.bytes();
+  s.detached = detached_;
+  s.dropped = dropped_;
+  const Bytes b = bytes_by_part();
+  s.bytes = b.total();
+  s.prompt_bytes = b.prompts;
+  s.global_bytes = b.global;
+  s.record_bytes = b.records;
+  s.detached_bytes = b.detached;
   s.byte_budget = cfg_.byte_budget;
   s.evicted_prompts = evicted_prompts_;
   s.evicted_running = evicted_running_;
+  s.dropped_running = dropped_running_;
   return s;
 }
 
@@ -40,20 +47,28 @@ std::string Cache::check() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string err = global_.check();
   if (!err.empty()) return "global tree: " + err;
-  size_t sum = 0;
+  size_t sum = 0, listed = 0;
   for (auto& [key, e] : prompts_) {
     err = e->tree.check();
     if (!err.empty()) return "prompt " + std::to_string(key) + ": " + err;
     size_t running = 0;
     for (int64_t seq : e->seqs) {
-      const SeqInfo& info = seqs_.at(seq);
-      if (info.key != key || info.detached) return "sequence bookkeeping differs";
+      auto it = seqs_.find(seq);
+      if (it == seqs_.end()) return "prompt " + std::to_string(key) + " lists an unknown sequence";
+      const SeqInfo& info = it->second;
+      if (info.key != key || info.detached || info.entry != e.get())
+        return "sequence bookkeeping differs";
       running += info.running ? 1 : 0;
       if (!global_.has(seq) || !e->tree.has(seq)) return "sequence missing from a tree";
     }
     if (running != e->running) return "running count differs";
     sum += e->bytes;
+    listed += e->seqs.size();
   }
+  size_t detached = 0;
+  for (auto& [id, info] : seqs_) detached += info.detached ? 1 : 0;
+  if (detached != detached_) return "detached count differs";
+  if (listed + detached != seqs_.size()) return "a sequence record belongs to no prompt";
   if (sum != prompt_bytes_) return "byte accounting drifted";
   if (total_bytes() > cfg_.byte_budget) return "byte budget exceeded";
   return "";
@@ -138,7 +153,10 @@ void Cache::import_state(const State& s) {
     const int64_t id = s.seq_ids[j];
     add_locked(id, s.seq_keys[j], s.prompt_tokens.data() + start, len, s.steps[j], s.tags[j]);
     extend_locked(id, s.response_tokens.data() + off, s.response_lens[j]);
-    if (!s.running[j]) finish_locked(id);
+    finish_locked(id);  // nothing runs across an import, whatever ran at export (State)
+    // Under a smaller budget than the exporter's, the least recently used prompts go, as
+    // they would have there; one sequence at a time, so the peak stays near the budget.
+    enforce_budget();
     off += s.response_lens[j];
   }
 }
