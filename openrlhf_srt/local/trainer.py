@@ -36,6 +36,7 @@ from openrlhf_srt.run_logger import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.runahead import LookaheadPrompts
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
+from openrlhf_srt.vllm.pause_points import pause_at
 from openrlhf_srt.vllm.process_lifetime import remove_orphaned_tempdirs
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,7 @@ class LocalTrainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp / "model", safe_serialization=True)
+            pause_at("checkpoint")
             self.tokenizer.save_pretrained(tmp / "model")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             if self.srt_on and self.cfg.srt.snapshot:

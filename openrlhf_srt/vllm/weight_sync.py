@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from openrlhf_srt.vllm.pause_points import pause_at
 from openrlhf_srt.vllm.process_lifetime import owned_tempdir
 
 STAGING_KIND = "weights"  # the folders are /dev/shm/openrlhf_srt_weights_<pid>-<start>_*
@@ -30,6 +31,7 @@ def push_weights(llm, model, staging_dir: str | Path | None = None) -> float:
     folder = owned_tempdir(STAGING_KIND) if own_dir else Path(staging_dir)
     try:
         model.save_pretrained(folder, safe_serialization=True)
+        pause_at("weight_push")
         llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder),
                                                      "is_checkpoint_format": True})
         llm.reset_prefix_cache()
