@@ -345,7 +345,7 @@ class LocalTrainer:
             if self.ckpt_dir.exists():
                 self.ckpt_dir.rename(old)
             tmp.rename(self.ckpt_dir)
-        except Exception as e:  # noqa: BLE001 - whatever failed, the last good checkpoint stays
+        except Exception as e:  # whatever failed, the last good checkpoint stays
             shutil.rmtree(tmp, ignore_errors=True)
             if old.exists() and not self.ckpt_dir.exists():
                 old.rename(self.ckpt_dir)

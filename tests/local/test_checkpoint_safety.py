@@ -52,9 +52,9 @@ def no_engine(monkeypatch, tiny_model):
 
 
 def _cfg(run_dir, **kw) -> TrainConfig:
-    base = dict(run_dir=run_dir, prompts="builtin:6", steps=3, prompts_per_step=2,
-                samples_per_prompt=2, max_new_tokens=8, save_every=1, wandb=False,
-                tensorboard=False, srt=SRTConfig(enable=False))
+    base = {"run_dir": run_dir, "prompts": "builtin:6", "steps": 3, "prompts_per_step": 2,
+            "samples_per_prompt": 2, "max_new_tokens": 8, "save_every": 1, "wandb": False,
+            "tensorboard": False, "srt": SRTConfig(enable=False)}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -152,7 +152,7 @@ def test_killed_three_times_and_resumed_the_run_is_the_uninterrupted_one(tmp_pat
     assert [r["step"] for r in rows] == list(range(STEPS))
     cfg = TrainConfig(prompts_per_step=P, seed=0)
     assert [r["prompts"] for r in rows] == [prompt_indices(cfg, POOL, s) for s in range(STEPS)]
-    assert sorted(sum((r["prompts"] for r in rows), [])) == list(range(POOL))  # one pass
+    assert sorted(i for r in rows for i in r["prompts"]) == list(range(POOL))  # one pass
     # the cache came back from the snapshot of step 0: after each step it holds every
     # sample so far, as in a run that was never killed
     assert rows[1]["restored_cache"]["sequences"] == P * N
