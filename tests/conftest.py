@@ -98,3 +98,38 @@ def greedy_reference():
     """greedy_reference(model, prompt_ids, n) -> the n argmax tokens of a transformers model
     (a fixture, since a `tests` package in site-packages can shadow this folder's modules)."""
     return _greedy_reference
+
+
+
+def _descendants(pid: int) -> list[tuple]:
+    """(ProcessId, command line) of each running process below `pid` (children, theirs...)."""
+    from pathlib import Path
+
+    from openrlhf_srt.vllm.process_lifetime import ProcessId
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        ident = ProcessId.of(p)
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if ident is not None:
+            found.append((ident, cmd))
+    return found
+
+
+@pytest.fixture(scope="session")
+def descendants():
+    """descendants(pid) -> [(ProcessId, command line)] of the running processes below pid
+    (an engine's `VLLM::EngineCore` and `VLLM::Worker` below the process that started it)."""
+    return _descendants

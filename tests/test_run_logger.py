@@ -31,6 +31,35 @@ def test_logger_writes_jsonl_and_tensorboard(tmp_path):
     assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_a_resumed_run_records_each_step_once(tmp_path):
+    """A run killed after logging step 2 but before its checkpoint resumes at step 2: the
+    rows of steps 2 and later are dropped (a last row cut off mid-write too), then redone."""
+    run_dir = tmp_path / "run"
+    first = RunLogger(run_dir, {}, wandb=False, tensorboard=False)
+    for step in range(3):
+        first.log(step, {"rollout/reward": float(step)}, info={"prompts": [step, step + 1]})
+    first.close()
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rollout/rew')  # the write a SIGKILL interrupted
+    resumed = RunLogger(run_dir, {}, wandb=False, tensorboard=True, first_step=2)
+    resumed.log(2, {"rollout/reward": 20.0}, info={"prompts": [7, 8]})
+    resumed.close()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]
+    rows = read_metrics(run_dir)
+    assert [r["rollout/reward"] for r in rows] == [0.0, 1.0, 20.0]
+    assert [r["prompts"] for r in rows] == [[0, 1], [1, 2], [7, 8]]  # info: JSONL only
+    fresh = RunLogger(run_dir, {}, wandb=False, tensorboard=False)  # step 0: a new record
+    fresh.close()
+    assert (run_dir / "metrics.jsonl").read_text() == ""
+
+
+def test_a_bad_row_before_the_resume_point_is_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n{oops\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        RunLogger(tmp_path, {}, wandb=False, tensorboard=False, first_step=1)
+
+
 def test_read_metrics_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="run folder"):
         read_metrics(tmp_path)

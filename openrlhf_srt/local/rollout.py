@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from openrlhf_srt.data.reward import math_reward
+from openrlhf_srt.vllm.pause_points import pause_at
 from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
 
 _batch_ids = itertools.count()
@@ -75,6 +76,7 @@ def drive(llm, requests: list[tuple[list[int], Any]],
     if runahead is not None:
         runahead.begin(len(requests), start)
     next_poll = start
+    first_engine_step = True
     while pending:
         for out in engine.step():
             rid = out.request_id
@@ -84,6 +86,9 @@ def drive(llm, requests: list[tuple[list[int], Any]],
                     ra_done_tokens += ra_live.pop(rid)
             elif out.finished and rid in pending:
                 outputs[pending.pop(rid)] = out.outputs[0]
+        if first_engine_step and pending:
+            pause_at("rollout")  # test hook (pause_points.py): requests in the engine
+        first_engine_step = False
         now = time.monotonic()
         if runahead is not None and pending and now >= next_poll:
             next_poll = now + runahead.poll_seconds

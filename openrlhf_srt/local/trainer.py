@@ -6,16 +6,22 @@ score the same), one optimizer step, and the new weights pushed into the running
 (the tree cache stays). With `--srt.runahead`, the end-of-step bubble generates the coming
 steps' prompts into the cache (local/local_runahead.py); that output is never a sample.
 Checkpoints hold the weights, optimizer, the look-ahead window's position and the cache
-snapshot; resume continues with the next prompts, losing or repeating none.
+snapshot; resume continues with the next prompts, losing or repeating none. The rules that
+keep a run through faults (a checkpoint folder checked before the first step, a failed save
+that keeps the last good checkpoint, metrics once per step, resume refused where the prompt
+order would change) are in docs/reliability.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,9 +36,23 @@ from openrlhf_srt.run_logger import RunLogger
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.runahead import LookaheadPrompts
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
+from openrlhf_srt.vllm.pause_points import pause_at
+from openrlhf_srt.vllm.process_lifetime import remove_orphaned_tempdirs
 
 log = logging.getLogger(__name__)
 CACHE_SNAPSHOT = "srt_cache.bin"
+# Settings that decide which prompts each step trains on (and how many samples of each): a
+# resume with other values would repeat and skip prompts. The pool's content is compared too.
+PROMPT_ORDER_FLAGS = ("seed", "prompts_per_step", "samples_per_prompt")
+ADAMW_MOMENTS = 2  # AdamW keeps two moments per parameter, each the parameter's size
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written; the message names the folder and what is kept."""
+
+
+class ResumeError(ValueError):
+    """A resume that would change the run's prompt order; the message names the flag."""
 
 
 def prompt_indices(cfg: TrainConfig, pool_size: int, step: int) -> list[int]:
@@ -42,6 +62,24 @@ def prompt_indices(cfg: TrainConfig, pool_size: int, step: int) -> list[int]:
     random.Random(cfg.seed * 1_000_003 + step // per_pass).shuffle(order)
     start = (step % per_pass) * cfg.prompts_per_step
     return order[start:start + cfg.prompts_per_step]
+
+
+def prompt_pool_digest(pool: list[dict]) -> str:
+    """What the prompts trained on are (inputs and labels, in order), whatever file held them."""
+    text = json.dumps([[r.get("input"), r.get("label")] for r in pool], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def expected_checkpoint_bytes(model, cfg: TrainConfig) -> int:
+    """Bytes one checkpoint takes, at most: the weights, AdamW's moments and the cache
+    snapshot (bounded by the cache budget, --srt.cache_bytes)."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    cache = cfg.srt.cache_bytes if cfg.srt.enable and cfg.srt.snapshot else 0
+    return params * (1 + ADAMW_MOMENTS) + cache
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
 
 
 class LocalTrainer:
@@ -63,17 +101,21 @@ class LocalTrainer:
         self.ckpt_dir = cfg.run_dir / "checkpoints" / "latest"
         self.start_step = 0
         load_from = self.model_path
+        self._finish_interrupted_save()
+        state = None
         if cfg.resume:
             if not (self.ckpt_dir / "state.json").is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}")
+            state = json.loads((self.ckpt_dir / "state.json").read_text())
+            self._check_prompt_order(state)
             load_from = str(self.ckpt_dir / "model")
         self.model = AutoModelForCausalLM.from_pretrained(load_from, dtype=torch.float32)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self._check_checkpoint_target()
         # the training order: one item per step (pool indices); peeked by run-ahead
         self.lookahead = LookaheadPrompts(
             (prompt_indices(cfg, len(self.pool), s) for s in range(cfg.steps)), unpack=list)
-        if cfg.resume:
-            state = json.loads((self.ckpt_dir / "state.json").read_text())
+        if state is not None:
             self.start_step = int(state["next_step"])
             self.lookahead.load_state_dict(state["lookahead"])  # skips the consumed steps
             if self.lookahead.consumed != self.start_step:
@@ -82,6 +124,8 @@ class LocalTrainer:
             self.optimizer.load_state_dict(torch.load(self.ckpt_dir / "optimizer.pt"))
         self.step_prompts: dict[int, list[int]] = {}  # pool indices trained on, per step
         self._ids: dict[int, list[int]] = {}
+        for path in remove_orphaned_tempdirs():  # e.g. the weight folder of a killed run
+            self.say(f"removed {path} (its process is gone)")
         self.llm = self._start_engine(load_from)
         self.srt_handle = SRTEngineHandle(self.llm) if self.srt_on else None
         self.restored_cache: dict | None = None
@@ -89,6 +133,11 @@ class LocalTrainer:
                 and (self.ckpt_dir / CACHE_SNAPSHOT).is_file():
             self.srt_handle.load_snapshot(self.ckpt_dir / CACHE_SNAPSHOT)
             self.restored_cache = self._cache_stats()
+        if cfg.resume:
+            cache = self.restored_cache
+            self.say(f"resuming at step {self.start_step} from {self.ckpt_dir}"
+                     + (f"; cache restored: {cache.get('prompts', 0)} prompts, "
+                        f"{cache.get('sequences', 0)} sequences" if cache else ""))
         self.runahead = (LocalRunahead(cfg.srt, self.lookahead, self.prompt_ids)
                          if self.srt_on and cfg.srt.runahead else None)
 
@@ -101,6 +150,70 @@ class LocalTrainer:
         if index not in self._ids:
             self._ids[index] = render_prompt(self.tokenizer, self.pool[index])
         return self._ids[index]
+
+    # ------------------------------------------------------------------ checkpoint safety
+    def _ckpt_sibling(self, suffix: str) -> Path:
+        return self.ckpt_dir.with_name(f"{self.ckpt_dir.name}.{suffix}")
+
+    def _finish_interrupted_save(self) -> None:
+        """A save killed part-way left `latest.tmp` (incomplete: dropped) or, between its two
+        renames, `latest.old` without `latest` (the last good checkpoint: put back)."""
+        tmp, old = self._ckpt_sibling("tmp"), self._ckpt_sibling("old")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+            self.say(f"removed {tmp} (a checkpoint whose writing was interrupted)")
+        if old.exists():
+            if self.ckpt_dir.exists():
+                shutil.rmtree(old)
+            else:
+                old.rename(self.ckpt_dir)
+                self.say(f"restored {self.ckpt_dir} from {old} (a save was interrupted "
+                         "between its renames)")
+
+    def _check_prompt_order(self, state: dict) -> None:
+        """Refuse a resume whose settings would train other prompts than the checkpoint's
+        run would have (PROMPT_ORDER_FLAGS, the prompt pool)."""
+        saved = state.get("config", {})
+        for name in PROMPT_ORDER_FLAGS:
+            if name in saved and saved[name] != getattr(self.cfg, name):
+                raise ResumeError(
+                    f"--{name} must be {saved[name]!r} to resume from {self.ckpt_dir} (the "
+                    f"value it was trained with; it decides the prompt order), got "
+                    f"{getattr(self.cfg, name)!r}")
+        pool = state.get("prompt_pool")
+        digest = prompt_pool_digest(self.pool)
+        if pool is not None and (pool["size"], pool["sha256"]) != (len(self.pool), digest):
+            raise ResumeError(
+                f"--prompts must load the prompts {self.ckpt_dir} was trained on "
+                f"({pool['size']} prompts from {saved.get('prompts')!r}, sha256 "
+                f"{pool['sha256'][:12]}), got {len(self.pool)} prompts from "
+                f"{self.cfg.prompts!r} (sha256 {digest[:12]})")
+
+    def _check_checkpoint_target(self) -> None:
+        """Before the first step: the checkpoint folder can be written and has room for one
+        more checkpoint (a save writes beside the previous one before swapping)."""
+        folder = self.ckpt_dir.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise CheckpointError(f"checkpoints cannot be written to {folder}: "
+                                  f"{e.strerror or e}") from None
+        need = expected_checkpoint_bytes(self.model, self.cfg)
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise CheckpointError(
+                f"checkpoints need {_gib(need)} free in {folder} (weights, optimizer state"
+                + (", the cache snapshot up to --srt.cache_bytes" if self.srt_on
+                   and self.cfg.srt.snapshot else "") + f"), only {_gib(free)} are free")
+
+    def _kept_checkpoint(self) -> str:
+        try:
+            state = json.loads((self.ckpt_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return "no earlier checkpoint was written"
+        return f"{self.ckpt_dir} still holds the checkpoint before step {state['next_step']}"
 
     def _cache_stats(self) -> dict:
         return dict(self.srt_handle.stats().get("cache", {}))
@@ -206,45 +319,70 @@ class LocalTrainer:
             cache = self._cache_stats()
             metrics["srt/cache_bytes"] = float(cache.get("bytes", 0))
             metrics["srt/cache_prompts"] = float(cache.get("prompts", 0))
+            metrics["srt/cache_sequences"] = float(cache.get("sequences", 0))
         return metrics
 
     def save(self, next_step: int) -> None:
-        """Atomic: written beside, then swapped in for the previous checkpoint."""
-        tmp = self.ckpt_dir.with_name("latest.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp / "model", safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp / "model")
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        if self.srt_on and self.cfg.srt.snapshot:
-            self.srt_handle.save_snapshot((tmp / CACHE_SNAPSHOT).resolve())
-        state = {"next_step": next_step, "lookahead": self.lookahead.state_dict(),
-                 "config": self.cfg.to_dict()}
-        (tmp / "state.json").write_text(json.dumps(state, default=str))
-        old = self.ckpt_dir.with_name("latest.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.ckpt_dir.exists():
-            self.ckpt_dir.rename(old)
-        tmp.rename(self.ckpt_dir)
+        """Atomic: written beside (`latest.tmp`), then swapped in for the previous checkpoint.
+        On failure the previous checkpoint stays, no `latest.tmp` is left, and
+        CheckpointError says both."""
+        tmp, old = self._ckpt_sibling("tmp"), self._ckpt_sibling("old")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            self.model.save_pretrained(tmp / "model", safe_serialization=True)
+            pause_at("checkpoint")
+            self.tokenizer.save_pretrained(tmp / "model")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if self.srt_on and self.cfg.srt.snapshot:
+                self.srt_handle.save_snapshot((tmp / CACHE_SNAPSHOT).resolve())
+            state = {"next_step": next_step, "lookahead": self.lookahead.state_dict(),
+                     "config": self.cfg.to_dict(),
+                     "prompt_pool": {"size": len(self.pool),
+                                     "sha256": prompt_pool_digest(self.pool)}}
+            (tmp / "state.json").write_text(json.dumps(state, default=str))
+            shutil.rmtree(old, ignore_errors=True)
+            if self.ckpt_dir.exists():
+                self.ckpt_dir.rename(old)
+            tmp.rename(self.ckpt_dir)
+        except Exception as e:  # whatever failed, the last good checkpoint stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not self.ckpt_dir.exists():
+                old.rename(self.ckpt_dir)
+            raise CheckpointError(
+                f"the checkpoint before step {next_step} could not be written to "
+                f"{self.ckpt_dir} ({type(e).__name__}: {e}); {self._kept_checkpoint()}") from e
         shutil.rmtree(old, ignore_errors=True)
 
     def run(self, stop_at: int | None = None) -> list[dict[str, float]]:
         """Steps start_step .. cfg.steps - 1 (or up to `stop_at`, as an interrupted run
-        would stop: the checkpoint then holds what save_every wrote)."""
+        would stop: the checkpoint then holds what save_every wrote).
+
+        A checkpoint that fails mid-run is reported and the run goes on (the last good one
+        stays); one that fails after the last step ends the run with CheckpointError."""
         cfg = self.cfg
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        # the metrics of steps after the checkpoint resumed from are dropped: they are redone
         logger = RunLogger(cfg.run_dir, cfg.to_dict(), wandb=cfg.wandb,
-                           tensorboard=cfg.tensorboard, resume=cfg.resume)
+                           tensorboard=cfg.tensorboard, first_step=self.start_step)
         rows = []
         try:
             for step in range(self.start_step, end):
                 m = self.step(step)
-                logger.log(step, m)
+                info: dict = {"prompts": self.step_prompts[step]}
+                if step == self.start_step and self.restored_cache is not None:
+                    info["restored_cache"] = self.restored_cache
+                logger.log(step, m, info=info)
                 rows.append({"step": step, **m})
                 self.say(format_step(step, m, self.srt_on))
                 last = step + 1 == cfg.steps
                 if last or (cfg.save_every and (step + 1) % cfg.save_every == 0):
-                    self.save(step + 1)
+                    try:
+                        self.save(step + 1)
+                    except CheckpointError as e:
+                        if last:
+                            raise
+                        self.say(f"warning: {e}; training goes on")
         finally:
             logger.close()
         return rows

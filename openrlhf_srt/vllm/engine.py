@@ -16,6 +16,10 @@ its top level under `if __name__ == "__main__":`.
 
 A missing or broken vLLM gives one `EngineError` saying what to do, raised in the calling
 process before any worker starts.
+
+An engine's processes end with the process that started it, even when that one is
+SIGKILLed: every engine gets a worker extension of ours (`EngineLifetimeExtension` or one
+derived from it) and the caller's identity in its environment (process_lifetime.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from openrlhf_srt.models.embedded import resolve_model
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
+from openrlhf_srt.vllm.process_lifetime import owner_environment
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ CPU_KV_CACHE_GIB = 2
 CPU_MEMORY_FRACTION = 0.3
 GPU_MEMORY_FRACTION = 0.85
 CPU_FIX_EXTENSION = "openrlhf_srt.vllm.worker_extension.CPUFixExtension"
+LIFETIME_EXTENSION = "openrlhf_srt.vllm.process_lifetime.EngineLifetimeExtension"
 
 
 class EngineError(RuntimeError):
@@ -254,14 +260,20 @@ def start_engine(model: str | os.PathLike | None = None, *, cpu_cores: str | Non
                         "is corrupted unless it installs openrlhf_srt.vllm.cpu_kernels' fix",
                         full["worker_extension_cls"])
             cpu_fix = False
-    bind: dict[str, str | None] = {}
+    # Every engine's workers end with this process (process_lifetime.py); all our worker
+    # extensions derive from EngineLifetimeExtension.
+    full.setdefault("worker_extension_cls", LIFETIME_EXTENSION)
+    if not full["worker_extension_cls"].startswith("openrlhf_srt."):
+        log.warning("worker extension %s: this engine's processes outlive a killed caller "
+                    "unless it derives from %s", full["worker_extension_cls"], LIFETIME_EXTENSION)
+    bind: dict[str, str | None] = dict(owner_environment())
     if platform.is_cpu():
         prepare_cpu_environment()
         if cpu_cores is None and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             cpu_cores = all_cpu_cores()
         if cpu_cores is not None:
-            bind = {"VLLM_CPU_OMP_THREADS_BIND": str(cpu_cores),
-                    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+            bind.update({"VLLM_CPU_OMP_THREADS_BIND": str(cpu_cores),
+                         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
     try:
         with environment(**bind):
             llm = vllm.LLM(**full)

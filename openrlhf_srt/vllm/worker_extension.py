@@ -22,6 +22,8 @@ import functools
 import inspect
 from typing import Any
 
+from openrlhf_srt.vllm.process_lifetime import EngineLifetimeExtension
+
 
 def _install_cpu_fix_at_import() -> bool:
     """vLLM imports this module in each worker right after the platform registered its CPU
@@ -38,8 +40,9 @@ def _install_cpu_fix_at_import() -> bool:
 _install_cpu_fix_at_import()
 
 
-class CPUFixExtension:
-    """Worker extension of every speculative engine on CPU (engine.start_engine adds it)."""
+class CPUFixExtension(EngineLifetimeExtension):
+    """Worker extension of every speculative engine on CPU (engine.start_engine adds it);
+    like every extension of ours, its workers end with the engine's starter."""
 
     def srt_cpu_fix(self) -> bool:
         """Whether the corrected CPU expand kernel is in place in this worker (installs it

@@ -165,3 +165,52 @@ def test_all_cpu_cores_lists_this_process_affinity():
 
     cores = [int(c) for c in all_cpu_cores().split(",")]
     assert cores == sorted(os.sched_getaffinity(0))
+
+
+# A process that starts a plain engine (no speculation: the baseline's kind, which had no
+# worker extension before) and waits; the test SIGKILLs it.
+_ENGINE_OWNER = """
+import sys, time
+from openrlhf_srt.vllm.engine import start_engine
+llm = start_engine(sys.argv[1], dtype="float32", max_model_len=512, max_num_seqs=4)
+print("engine ready", flush=True)
+time.sleep(600)
+"""
+ENGINE_GONE_WITHIN_SECONDS = 60  # vLLM's shutdown on SIGTERM, else SIGKILL after the grace
+
+
+@pytest.mark.engine
+def test_engine_processes_die_with_a_sigkilled_starter(embedded_model_path, descendants):
+    """vLLM's EngineCore does not watch the process that spawned it: before our worker
+    extension's watchdog (process_lifetime.py), EngineCore and its worker lived on under
+    PID 1 after the trainer was SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    owner = subprocess.Popen([sys.executable, "-c", _ENGINE_OWNER, embedded_model_path],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    engine_procs: list = []
+    try:
+        for line in owner.stdout:  # vLLM logs to stdout too
+            if line.strip() == "engine ready":
+                break
+        else:
+            pytest.fail(f"the engine did not start (exit {owner.wait()})")
+        engine_procs = descendants(owner.pid)
+        names = [cmd for _, cmd in engine_procs]
+        print("engine processes:", names)
+        assert any(cmd.startswith("VLLM::EngineCore") for cmd in names)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + ENGINE_GONE_WITHIN_SECONDS
+        while any(p.alive() for p, _ in engine_procs) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [cmd for p, cmd in engine_procs if p.alive()] == []
+    finally:
+        owner.kill()
+        owner.wait()
+        for p, _ in engine_procs:  # survivors of a failed check
+            if p.alive():
+                os.kill(p.pid, signal.SIGKILL)
