@@ -93,6 +93,30 @@ def test_the_drafter_settings_are_the_flags():
     assert {"srt.global_weight", "srt.length_aware_full_at", "srt.length_aware_min"} <= flags
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--srt.runahead_max_tokens", "0"],
+     "--srt.runahead_max_tokens must be >= --srt.runahead_samples x "
+     "--srt.runahead_max_new_tokens (2 x 512 = 1024: one prompt's run-ahead) while "
+     "--srt.runahead is on"),
+    (["--srt.runahead_max_tokens", "1000", "--srt.runahead", "1"],
+     "--srt.runahead_max_tokens must be >= --srt.runahead_samples x"),
+    (["--srt.runahead_samples", "4", "--srt.runahead_max_requests", "3"],
+     "--srt.runahead_max_requests must be >= --srt.runahead_samples (4: one prompt's "
+     "run-ahead) while --srt.runahead is on"),
+])
+def test_runahead_settings_that_cancel_each_other_are_refused(argv, message):
+    """Run-ahead on, with a budget in which no prompt's requests ever fit: refused naming
+    the flags, not a run-ahead that silently never starts (the budget grants whole
+    prompts: runahead_samples requests of runahead_max_new_tokens each)."""
+    with pytest.raises(SRTConfigError) as e:
+        parse(*argv)
+    assert str(e.value).startswith(message)
+    cfg = SRTConfig(runahead_max_tokens=1024, runahead_max_requests=2)  # exactly one prompt
+    assert cfg.runahead_budget().prompts_to_start(0, 0) == 1
+    assert parse(*argv, "--srt.runahead", "0").runahead is False  # off: nothing to cancel
+    assert parse(*argv, "--srt.enable", "0").enable is False
+
+
 def test_runahead_objects():
     cfg = SRTConfig(runahead_max_tokens=100, runahead_max_new_tokens=50, runahead_samples=1)
     assert cfg.runahead_budget().grant(0, 0) == 2
