@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from openrlhf_srt.cache.keys import check_token_ids
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
 from openrlhf_srt.data.textio import open_text
 
@@ -48,10 +49,14 @@ class TraceRecord:
 
 
 def _int_list(value, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
-    ):
-        raise ValueError(f"'{name}' must be a list of non-negative integers")
+    if not isinstance(value, list):
+        raise ValueError(f"'{name}' must be a list of token ids, got {type(value).__name__}")
+    if not all(type(t) is int for t in value):  # JSON true/false and 1.0 are not token ids
+        raise ValueError(f"'{name}' must be a list of integer token ids")
+    try:
+        check_token_ids(value)
+    except ValueError as e:
+        raise ValueError(f"'{name}': {e}") from None
     return value
 
 
