@@ -25,6 +25,7 @@ from openrlhf_srt.data.textio import parse_json, read_text, text_lines
 __all__ = [
     "ChatTokenizer",
     "builtin_math_prompts",
+    "check_prompt_ids",
     "load_prompt_file",
     "load_prompts",
     "render_prompt",
@@ -270,3 +271,23 @@ def render_prompt(
     if system is not None:
         text = f"{system}\n\n{text}"
     return _as_token_ids(tokenizer.encode(text, add_special_tokens=add_special_tokens), "encode")
+
+
+def check_prompt_ids(ids: Sequence[int], where: str, *, max_model_len: int,
+                     max_new_tokens: int, vocab_size: int | None = None) -> None:
+    """Refuse a rendered prompt the engine cannot answer in full: a token id outside int32 or
+    the vocabulary, no tokens, or prompt + ``max_new_tokens`` longer than ``max_model_len``
+    (vLLM would refuse the prompt mid-run, or cut the response short). ValueError naming
+    ``where`` and the lengths."""
+    from openrlhf_srt.cache.keys import check_token_ids  # loads the native cache: only here
+
+    try:
+        check_token_ids(ids, vocab_size)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not len(ids):
+        raise ValueError(f"{where}: the prompt renders to no tokens")
+    if len(ids) + max_new_tokens > max_model_len:
+        raise ValueError(
+            f"{where}: the prompt is {len(ids)} tokens; with {max_new_tokens} new tokens that "
+            f"is {len(ids) + max_new_tokens}, over the engine's max_model_len {max_model_len}")

@@ -75,7 +75,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo or (
                     hi is not None and v > hi):
-                bad(name, f"must be an integer {f'in [{lo}, {hi}]' if hi is not None else f'>= {lo}'}", v)
+                span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                bad(name, f"must be an integer {span}", v)
 
         def number(name: str, span: str, inside) -> None:
             v = getattr(self, name)

@@ -66,9 +66,43 @@ def test_abbreviated_flags_are_refused(argv, meant, capsys):
     assert f"unrecognized arguments: {meant}" in error_of(argv, capsys)
 
 
-@pytest.mark.parametrize("spec", ["./no_such_model", "runs/no_such_folder/model", "~/no_such_model"])
+@pytest.mark.parametrize("spec", ["./no_such_model", "runs/no_such_folder/model",
+                                  "~/no_such_model"])
 def test_missing_local_model_folder_fails_at_start(spec, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     err = error_of(["--model", spec], capsys)
     assert "--model" in err and "does not exist" in err and spec in err
+
+
+@pytest.mark.parametrize("words, new_tokens", [(2100, 192), (1900, 192)])
+def test_a_prompt_too_long_for_the_engine_fails_before_it_starts(words, new_tokens, tmp_path,
+                                                                monkeypatch,
+                                                                embedded_model_path):
+    """Checked at start, after tokenisation, naming the file, the record and the lengths:
+    a prompt over max_model_len (vLLM refused it mid-run, killing the step) and one that
+    fits alone but not with --max_new_tokens (its responses would be cut short)."""
+    import json
+
+    from openrlhf_srt.local.trainer import LocalTrainer
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"input": "What is 1+1?", "label": "2"}] * 3 + [{"input": "word " * words,
+                                                             "label": "1"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def engine_started(self, weights):
+        raise AssertionError("the engine started before the prompts were checked")
+
+    monkeypatch.setattr(LocalTrainer, "_start_engine", engine_started)  # test-only: no engine
+    cfg = TrainConfig(run_dir=tmp_path / "run", prompts=str(path), steps=2, prompts_per_step=2,
+                      samples_per_prompt=2, max_new_tokens=new_tokens, wandb=False,
+                      tensorboard=False)
+    with pytest.raises(ValueError) as e:
+        LocalTrainer(cfg)
+    msg = str(e.value)
+    assert msg.startswith(f"--prompts {path}: record 3 (id p.jsonl:3): the prompt is "), msg
+    n = int(msg.split("the prompt is ")[1].split()[0])
+    assert n >= words and n + new_tokens > MAX_MODEL_LEN
+    assert msg.endswith(f"with {new_tokens} new tokens that is {n + new_tokens}, over the "
+                        f"engine's max_model_len {MAX_MODEL_LEN}")
