@@ -1,7 +1,7 @@
 """The `--srt.*` settings of both entry points (`train_ppo_ray`, `train_local`), validated at
 start.
 
-    parser = argparse.ArgumentParser(); add_srt_arguments(parser)
+    parser = argparse.ArgumentParser(allow_abbrev=False); add_srt_arguments(parser)
     cfg = SRTConfig.from_args(parser.parse_args())    # flat or hierarchized namespace
     cfg.engine_args()   # vLLM engine arguments carrying the drafter's part to every worker
 

@@ -126,3 +126,24 @@ def test_runahead_objects():
 def test_parse_bytes():
     assert parse_bytes("1024") == 1024 and parse_bytes("64k") == 65536
     assert parse_bytes("1.5G") == 3 << 29 and parse_bytes("512MiB") == 512 << 20
+
+
+def test_every_parser_refuses_abbreviated_flags():
+    """argparse's prefix matching took `--srt.snap 0` for `--srt.snapshot 0`: every parser the
+    package and tools build passes allow_abbrev=False (train_ppo_ray's, built by OpenRLHF's
+    code, sets it after: tests/openrlhf/test_openrlhf_cli.py)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    parsers = []
+    for path in sorted([*root.glob("openrlhf_srt/**/*.py"), *root.glob("tools/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(
+                    node.func, "id", None)) == "ArgumentParser":
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(kw.get("allow_abbrev"), ast.Constant) and \
+                    kw["allow_abbrev"].value is False
+                parsers.append((f"{path.relative_to(root)}:{node.lineno}", ok))
+    assert len(parsers) >= 8  # train_local, collect_traces, demo, compare_runs, the tools
+    assert [where for where, ok in parsers if not ok] == []
