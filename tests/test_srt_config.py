@@ -95,14 +95,14 @@ def test_the_drafter_settings_are_the_flags():
 
 @pytest.mark.parametrize("argv, message", [
     (["--srt.runahead_max_tokens", "0"],
-     "--srt.runahead_max_tokens must be >= --srt.runahead_samples x "
-     "--srt.runahead_max_new_tokens (2 x 512 = 1024: one prompt's run-ahead) while "
-     "--srt.runahead is on"),
+     ("--srt.runahead_max_tokens must be >= --srt.runahead_samples x "
+      "--srt.runahead_max_new_tokens (2 x 512 = 1024: one prompt's run-ahead) while "
+      "--srt.runahead is on")),
     (["--srt.runahead_max_tokens", "1000", "--srt.runahead", "1"],
      "--srt.runahead_max_tokens must be >= --srt.runahead_samples x"),
     (["--srt.runahead_samples", "4", "--srt.runahead_max_requests", "3"],
-     "--srt.runahead_max_requests must be >= --srt.runahead_samples (4: one prompt's "
-     "run-ahead) while --srt.runahead is on"),
+     ("--srt.runahead_max_requests must be >= --srt.runahead_samples (4: one prompt's "
+      "run-ahead) while --srt.runahead is on")),
 ])
 def test_runahead_settings_that_cancel_each_other_are_refused(argv, message):
     """Run-ahead on, with a budget in which no prompt's requests ever fit: refused naming

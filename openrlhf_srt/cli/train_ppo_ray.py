@@ -20,7 +20,6 @@ from typing import Any
 
 from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments
 
-
 # What a run cannot start without (OpenRLHF's parser has no required flags; its checks
 # crashed on a missing reward with AttributeError): each entry is satisfied by any one flag
 REQUIRED_FLAGS = (

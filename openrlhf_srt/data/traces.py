@@ -51,7 +51,8 @@ class TraceRecord:
 
 def _int_list(value, name: str) -> list[int]:
     if not isinstance(value, list):
-        raise ValueError(f"'{name}' must be a list of token ids, got {type(value).__name__}")
+        raise ValueError(  # noqa: TRY004 - ValueError is the reader's contract
+            f"'{name}' must be a list of token ids, got {type(value).__name__}")
     if not all(type(t) is int for t in value):  # JSON true/false and 1.0 are not token ids
         raise ValueError(f"'{name}' must be a list of integer token ids")
     try:

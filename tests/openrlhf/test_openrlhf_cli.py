@@ -70,12 +70,12 @@ def test_bad_arguments_exit_naming_the_flag(extra, needle, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    ([], "missing --actor.model_name_or_path (the policy model); "
-         "--reward.model_name_or_path or --reward.remote_url or --train.agent_func_path "
-         "(the reward); --data.prompt_dataset (the prompts)"),
+    ([], ("missing --actor.model_name_or_path (the policy model); "
+          "--reward.model_name_or_path or --reward.remote_url or --train.agent_func_path "
+          "(the reward); --data.prompt_dataset (the prompts)")),
     (["--actor.model_name_or_path", "m", "--data.prompt_dataset", "p"],
-     "missing --reward.model_name_or_path or --reward.remote_url or "
-     "--train.agent_func_path (the reward)"),
+     ("missing --reward.model_name_or_path or --reward.remote_url or "
+      "--train.agent_func_path (the reward)")),
     (["--actor.model_name_or_path", "m", "--train.agent_func_path", "a.py",
       "--algo.advantage.estimator", "gae"], "missing --data.prompt_dataset (the prompts)"),
 ])
