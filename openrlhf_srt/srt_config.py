@@ -1,7 +1,7 @@
 """The `--srt.*` settings of both entry points (`train_ppo_ray`, `train_local`), validated at
 start.
 
-    parser = argparse.ArgumentParser(); add_srt_arguments(parser)
+    parser = argparse.ArgumentParser(allow_abbrev=False); add_srt_arguments(parser)
     cfg = SRTConfig.from_args(parser.parse_args())    # flat or hierarchized namespace
     cfg.engine_args()   # vLLM engine arguments carrying the drafter's part to every worker
 
@@ -77,6 +77,20 @@ class SRTConfig(DrafterConfig):
             bad("runahead_threshold", "must be a fraction in (0, 1]", self.runahead_threshold)
         if not 0.0 < self.runahead_poll_seconds <= 60.0:
             bad("runahead_poll_seconds", "must be in (0, 60]", self.runahead_poll_seconds)
+        if self.enable and self.runahead:
+            # settings under which no run-ahead request could ever start: refused rather
+            # than a run-ahead that is on and silently never runs
+            one_prompt = self.runahead_samples * self.runahead_max_new_tokens
+            if self.runahead_max_tokens < one_prompt:
+                bad("runahead_max_tokens", "must be >= --srt.runahead_samples x "
+                    f"--srt.runahead_max_new_tokens ({self.runahead_samples} x "
+                    f"{self.runahead_max_new_tokens} = {one_prompt}: one prompt's run-ahead) "
+                    "while --srt.runahead is on (--srt.runahead 0 turns it off)",
+                    self.runahead_max_tokens)
+            if self.runahead_max_requests < self.runahead_samples:
+                bad("runahead_max_requests", "must be >= --srt.runahead_samples "
+                    f"({self.runahead_samples}: one prompt's run-ahead) while --srt.runahead "
+                    "is on (--srt.runahead 0 turns it off)", self.runahead_max_requests)
 
     # ------------------------------------------------------------------ parsing
     @classmethod

@@ -93,6 +93,30 @@ def test_the_drafter_settings_are_the_flags():
     assert {"srt.global_weight", "srt.length_aware_full_at", "srt.length_aware_min"} <= flags
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--srt.runahead_max_tokens", "0"],
+     ("--srt.runahead_max_tokens must be >= --srt.runahead_samples x "
+      "--srt.runahead_max_new_tokens (2 x 512 = 1024: one prompt's run-ahead) while "
+      "--srt.runahead is on")),
+    (["--srt.runahead_max_tokens", "1000", "--srt.runahead", "1"],
+     "--srt.runahead_max_tokens must be >= --srt.runahead_samples x"),
+    (["--srt.runahead_samples", "4", "--srt.runahead_max_requests", "3"],
+     ("--srt.runahead_max_requests must be >= --srt.runahead_samples (4: one prompt's "
+      "run-ahead) while --srt.runahead is on")),
+])
+def test_runahead_settings_that_cancel_each_other_are_refused(argv, message):
+    """Run-ahead on, with a budget in which no prompt's requests ever fit: refused naming
+    the flags, not a run-ahead that silently never starts (the budget grants whole
+    prompts: runahead_samples requests of runahead_max_new_tokens each)."""
+    with pytest.raises(SRTConfigError) as e:
+        parse(*argv)
+    assert str(e.value).startswith(message)
+    cfg = SRTConfig(runahead_max_tokens=1024, runahead_max_requests=2)  # exactly one prompt
+    assert cfg.runahead_budget().prompts_to_start(0, 0) == 1
+    assert parse(*argv, "--srt.runahead", "0").runahead is False  # off: nothing to cancel
+    assert parse(*argv, "--srt.enable", "0").enable is False
+
+
 def test_runahead_objects():
     cfg = SRTConfig(runahead_max_tokens=100, runahead_max_new_tokens=50, runahead_samples=1)
     assert cfg.runahead_budget().grant(0, 0) == 2
@@ -102,3 +126,24 @@ def test_runahead_objects():
 def test_parse_bytes():
     assert parse_bytes("1024") == 1024 and parse_bytes("64k") == 65536
     assert parse_bytes("1.5G") == 3 << 29 and parse_bytes("512MiB") == 512 << 20
+
+
+def test_every_parser_refuses_abbreviated_flags():
+    """argparse's prefix matching took `--srt.snap 0` for `--srt.snapshot 0`: every parser the
+    package and tools build passes allow_abbrev=False (train_ppo_ray's, built by OpenRLHF's
+    code, sets it after: tests/openrlhf/test_openrlhf_cli.py)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    parsers = []
+    for path in sorted([*root.glob("openrlhf_srt/**/*.py"), *root.glob("tools/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(
+                    node.func, "id", None)) == "ArgumentParser":
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(kw.get("allow_abbrev"), ast.Constant) and \
+                    kw["allow_abbrev"].value is False
+                parsers.append((f"{path.relative_to(root)}:{node.lineno}", ok))
+    assert len(parsers) >= 8  # train_local, collect_traces, demo, compare_runs, the tools
+    assert [where for where, ok in parsers if not ok] == []

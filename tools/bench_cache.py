@@ -158,7 +158,7 @@ def row(name, ours, theirs, unit, fmt="{:.2f}"):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--traces", nargs="+", default=[str(p) for p in DEFAULT_TRACES])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--depth", type=int, default=32)

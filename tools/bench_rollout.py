@@ -180,7 +180,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 # ------------------------------------------------------------------------------ main
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--temperatures", nargs="+", type=float, default=[0.6, 1.0])
     p.add_argument("--prompts", type=int, default=4)

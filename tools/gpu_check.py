@@ -207,7 +207,7 @@ def format_table(a: argparse.Namespace, r: dict) -> str:
 
 # ------------------------------------------------------------------------------ main
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--model", help="Hugging Face folder or hub name (GPU)")
     p.add_argument("--tiny", action="store_true",
                    help="CPU, the embedded model, float32, a small workload")

@@ -27,7 +27,7 @@ from openrlhf_srt.replay.strategies import (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help=f"comma-separated, from: {', '.join(STRATEGIES)}")

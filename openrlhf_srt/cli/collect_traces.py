@@ -110,7 +110,7 @@ def collect(s: CollectSettings, llm=None, log=print) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> CollectSettings:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", type=Path, required=True, help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--model", default=None, help="HF folder or hub name (default: embedded)")
     p.add_argument("--prompts-source", default="builtin", help="'builtin', 'builtin:N' or a file")

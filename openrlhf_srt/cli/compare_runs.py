@@ -101,7 +101,7 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl) or W&B run paths")
     p.add_argument("--plot", type=Path, default=None, help="write the comparison PNG here")
     a = p.parse_args(argv)

@@ -20,7 +20,7 @@ from openrlhf_srt.vllm.engine import quiet_vllm_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--name", default="demo", help="runs/<name>/ holds both runs")
     p.add_argument("--runs-root", type=Path, default=Path("runs"))
     p.add_argument("--steps", type=int, default=6)

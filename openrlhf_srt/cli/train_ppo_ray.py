@@ -20,12 +20,22 @@ from typing import Any
 
 from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments
 
+# What a run cannot start without (OpenRLHF's parser has no required flags; its checks
+# crashed on a missing reward with AttributeError): each entry is satisfied by any one flag
+REQUIRED_FLAGS = (
+    ("the policy model", ("--actor.model_name_or_path",)),
+    ("the reward", ("--reward.model_name_or_path", "--reward.remote_url",
+                    "--train.agent_func_path")),
+    ("the prompts", ("--data.prompt_dataset",)),
+)
+
 
 def build_parser(srt: bool = True) -> argparse.ArgumentParser:
     from openrlhf_srt.openrlhf.args import build_parser as openrlhf_parser
 
     parser = openrlhf_parser()
     parser.prog = "python -m openrlhf_srt.cli.train_ppo_ray"
+    parser.allow_abbrev = False  # --srt.snap must not pass as --srt.snapshot
     if srt:
         add_srt_arguments(parser)
         parser.add_argument("--srt.print_args", dest="srt_print_args", action="store_true",
@@ -49,6 +59,15 @@ def compat_problems(args, cfg: SRTConfig) -> list[str]:
     return out
 
 
+def missing_flags(flat: argparse.Namespace) -> list[str]:
+    """The REQUIRED_FLAGS entries none of whose flags was given a value."""
+    out = []
+    for what, flags in REQUIRED_FLAGS:
+        if not any(getattr(flat, f[2:], None) for f in flags):
+            out.append(f"{' or '.join(flags)} ({what})")
+    return out
+
+
 def parse_args(argv: list[str] | None = None, *, srt: bool = True):
     """(OpenRLHF's checked, hierarchized args, SRTConfig, print_args flag); parse errors
     exit through argparse with the flag named."""
@@ -63,6 +82,9 @@ def parse_args(argv: list[str] | None = None, *, srt: bool = True):
         cfg = SRTConfig.from_args(flat) if srt else SRTConfig(enable=False)
     except SRTConfigError as e:
         parser.error(str(e))
+    missing = missing_flags(flat)
+    if missing:
+        parser.error("missing " + "; ".join(missing))
     try:
         args = finalize(flat)
     except AssertionError as e:  # OpenRLHF's own checks

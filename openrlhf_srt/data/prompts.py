@@ -13,7 +13,6 @@ passed in.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,11 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from openrlhf_srt.data.math_prompts import DEFAULT_N, DEFAULT_SEED, builtin_math_prompts
-from openrlhf_srt.data.textio import open_text
+from openrlhf_srt.data.textio import parse_json, read_text, text_lines
 
 __all__ = [
     "ChatTokenizer",
     "builtin_math_prompts",
+    "check_prompt_ids",
     "load_prompt_file",
     "load_prompts",
     "render_prompt",
@@ -57,11 +57,11 @@ def _read_records(path: Path) -> list[tuple[Any, str]]:
     """(record, where) pairs; ``where`` is 'record 3' or 'record 3 (line 5)'."""
     suffix = _suffix(path)
     if suffix in (".json", ".json.gz"):
-        with open_text(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON: {e}") from None
+        text = read_text(path)
+        try:
+            data = parse_json(text)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         if not isinstance(data, list):
             raise ValueError(
                 f"{path}: a .json prompt file must hold a list of objects, "
@@ -70,17 +70,14 @@ def _read_records(path: Path) -> list[tuple[Any, str]]:
         return [(rec, f"record {i}") for i, rec in enumerate(data)]
     if suffix in (".jsonl", ".jsonl.gz"):
         out = []
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(
-                        f"{path}: record {len(out)} (line {lineno}): not valid JSON: {e}"
-                    ) from None
-                out.append((rec, f"record {len(out)} (line {lineno})"))
+        for lineno, line in text_lines(path):
+            if not line.strip():
+                continue
+            try:
+                rec = parse_json(line)
+            except ValueError as e:
+                raise ValueError(f"{path}: record {len(out)} (line {lineno}): {e}") from None
+            out.append((rec, f"record {len(out)} (line {lineno})"))
         return out
     if suffix == ".parquet":
         try:
@@ -90,7 +87,10 @@ def _read_records(path: Path) -> list[tuple[Any, str]]:
                 f"{path}: reading Parquet needs pyarrow, which is not installed "
                 f"(pip install pyarrow, or install openrlhf-srt with the cpu or gpu extra)"
             ) from None
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
         return [(rec, f"record {i}") for i, rec in enumerate(rows)]
     raise ValueError(
         f"{path}: unknown prompt file type {suffix or '(no extension)'!r}; "
@@ -271,3 +271,23 @@ def render_prompt(
     if system is not None:
         text = f"{system}\n\n{text}"
     return _as_token_ids(tokenizer.encode(text, add_special_tokens=add_special_tokens), "encode")
+
+
+def check_prompt_ids(ids: Sequence[int], where: str, *, max_model_len: int,
+                     max_new_tokens: int, vocab_size: int | None = None) -> None:
+    """Refuse a rendered prompt the engine cannot answer in full: a token id outside int32 or
+    the vocabulary, no tokens, or prompt + ``max_new_tokens`` longer than ``max_model_len``
+    (vLLM would refuse the prompt mid-run, or cut the response short). ValueError naming
+    ``where`` and the lengths."""
+    from openrlhf_srt.cache.keys import check_token_ids  # loads the native cache: only here
+
+    try:
+        check_token_ids(ids, vocab_size)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not len(ids):
+        raise ValueError(f"{where}: the prompt renders to no tokens")
+    if len(ids) + max_new_tokens > max_model_len:
+        raise ValueError(
+            f"{where}: the prompt is {len(ids)} tokens; with {max_new_tokens} new tokens that "
+            f"is {len(ids) + max_new_tokens}, over the engine's max_model_len {max_model_len}")

@@ -1,7 +1,8 @@
 """Rollout traces: one JSON object per finished sample (format in docs/traces.md).
 
 Traces are what benchmarks and the replay simulator consume. The reader validates every
-line and reports the file and line number of the first malformed one; it accepts the
+line and reports the file and line number of the first malformed one (a damaged gzip stream
+or bytes that are not UTF-8 too: `data.textio`); it accepts the
 project's reference traces (tests/reference_traces/, which carry `prompt_id` instead of `prompt_key`)
 by deriving the key from the prompt token ids.
 """
@@ -14,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from openrlhf_srt.cache.keys import check_token_ids
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
-from openrlhf_srt.data.textio import open_text
+from openrlhf_srt.data.textio import open_text, parse_json, text_lines
 
 FINISH_REASONS = ("stop", "length", "abort")
 TRACE_VERSION = 1
@@ -48,10 +50,15 @@ class TraceRecord:
 
 
 def _int_list(value, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
-    ):
-        raise ValueError(f"'{name}' must be a list of non-negative integers")
+    if not isinstance(value, list):
+        raise ValueError(  # noqa: TRY004 - ValueError is the reader's contract
+            f"'{name}' must be a list of token ids, got {type(value).__name__}")
+    if not all(type(t) is int for t in value):  # JSON true/false and 1.0 are not token ids
+        raise ValueError(f"'{name}' must be a list of integer token ids")
+    try:
+        check_token_ids(value)
+    except ValueError as e:
+        raise ValueError(f"'{name}': {e}") from None
     return value
 
 
@@ -107,18 +114,14 @@ def parse_record(obj: dict) -> TraceRecord:
 def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
     """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
     path = Path(path)
-    with open_text(path, "r") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TraceFormatError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            try:
-                yield parse_record(obj)
-            except ValueError as e:
-                raise TraceFormatError(f"{path}:{lineno}: {e}") from None
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = parse_record(parse_json(line))
+        except ValueError as e:
+            raise TraceFormatError(f"{path}:{lineno}: {e}") from None
+        yield record
 
 
 def read_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[TraceRecord]:

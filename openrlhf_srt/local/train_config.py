@@ -9,12 +9,16 @@ no sliding window); a non-default window is refused.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from openrlhf_srt.models.embedded import EMBEDDED_NAMES, missing_local_path
 from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bool
 
 ALGOS = ("grpo", "dapo")
+MAX_MODEL_LEN = 2048  # the engine's context: prompt + response tokens of one sample
+SEED_MAX = 2**32 - 1  # numpy's (and so vLLM's) seeds are 32-bit
 
 
 @dataclass
@@ -62,32 +66,55 @@ class TrainConfig:
         return self.algo == "dapo"
 
     def validate(self) -> None:
-        def bad(flag: str, why: str):
-            raise ValueError(f"--{flag}: {why}")
+        """Every value of the right type, finite and in range; errors name the flag."""
 
+        def bad(flag: str, why: str, value) -> None:
+            raise ValueError(f"--{flag} {why}, got {value!r}")
+
+        def integer(name: str, lo: int, hi: int | None = None) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (
+                    hi is not None and v > hi):
+                span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                bad(name, f"must be an integer {span}", v)
+
+        def number(name: str, span: str, inside) -> None:
+            v = getattr(self, name)
+            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                    or not inside(v)):
+                bad(name, f"must be a finite number {span}", v)
+
+        for f in fields(self):
+            if isinstance(f.default, bool) and not isinstance(getattr(self, f.name), bool):
+                bad(f.name, "must be true or false", getattr(self, f.name))
         if self.algo not in ALGOS:
-            bad("algo", f"must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("steps", "prompts_per_step", "max_new_tokens", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                bad(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.samples_per_prompt < 2:
-            bad("samples_per_prompt", "group advantages need at least 2 samples per prompt")
-        if self.temperature <= 0:
-            bad("temperature", f"on-policy sampling needs a temperature > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            bad("top_p", f"must be in (0, 1], got {self.top_p}")
-        if not self.lr > 0:
-            bad("lr", f"must be > 0, got {self.lr}")
-        if not 0 <= self.clip_eps_low < 1 or self.eps_high < 0:
-            bad("clip_eps_low", "clip ranges must be >= 0 and the low one < 1")
+            bad("algo", f"must be one of {ALGOS}", self.algo)
+        for name in ("steps", "prompts_per_step", "micro_batch_size"):
+            integer(name, 1)
+        integer("samples_per_prompt", 2)  # group advantages need at least 2 samples
+        integer("max_new_tokens", 1, MAX_MODEL_LEN - 1)  # a prompt has at least one token
+        integer("seed", 0, SEED_MAX)
+        integer("save_every", 0)  # 0: only after the last step
+        number("temperature", "> 0", lambda v: v > 0)  # on-policy sampling
+        number("top_p", "in (0, 1]", lambda v: 0 < v <= 1)
+        number("lr", "> 0", lambda v: v > 0)
+        number("clip_eps_low", "in [0, 1)", lambda v: 0 <= v < 1)
+        if self.clip_eps_high is not None:
+            number("clip_eps_high", ">= 0", lambda v: v >= 0)
+        number("overlong_penalty_factor", ">= 0", lambda v: v >= 0)
+        if self.overlong_buffer is not None:
+            integer("overlong_buffer", 0, self.max_new_tokens)  # 0: off
         if self.overlong is not None and not 0 < self.overlong <= self.max_new_tokens:
-            bad("overlong_buffer", f"must be in (0, max_new_tokens], got {self.overlong}")
+            bad("overlong_buffer", "must be in (0, --max_new_tokens]", self.overlong)
+        if self.model is not None and str(self.model) not in EMBEDDED_NAMES:
+            problem = missing_local_path(self.model)
+            if problem is not None:
+                raise ValueError(f"--model: {problem}")
         if not isinstance(self.srt, SRTConfig):
-            bad("srt.enable", f"srt must be an SRTConfig, got {type(self.srt).__name__}")
+            bad("srt.enable", "srt must be an SRTConfig", type(self.srt).__name__)
         if self.srt.window_steps:
-            bad("srt.window_steps", "the local trainer keeps every step's sequences (0 only)")
-        if self.save_every < 0:
-            bad("save_every", "must be >= 0")
+            bad("srt.window_steps", "must be 0 (the local trainer keeps every step's "
+                "sequences)", self.srt.window_steps)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -109,7 +136,7 @@ def _flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m openrlhf_srt.cli.train_local",
+        prog="python -m openrlhf_srt.cli.train_local", allow_abbrev=False,
         description="On-policy GRPO/DAPO on CPU with rollouts from the SRT vLLM engine.",
     )
     defaults = TrainConfig()

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openrlhf_srt.data.prompts import load_prompts, render_prompt
+from openrlhf_srt.data.prompts import check_prompt_ids, load_prompts, render_prompt
 from openrlhf_srt.local.algorithms import group_advantages, informative_groups, overlong_penalty
-from openrlhf_srt.local.train_config import TrainConfig
+from openrlhf_srt.local.train_config import MAX_MODEL_LEN, TrainConfig
 from openrlhf_srt.local.policy_training import train_step
 from openrlhf_srt.local.rollout import generate_batch
 from openrlhf_srt.local.local_runahead import LocalRunahead
@@ -126,6 +126,7 @@ class LocalTrainer:
         self._ids: dict[int, list[int]] = {}
         for path in remove_orphaned_tempdirs():  # e.g. the weight folder of a killed run
             self.say(f"removed {path} (its process is gone)")
+        self._check_prompts()  # before the engine starts
         self.llm = self._start_engine(load_from)
         self.srt_handle = SRTEngineHandle(self.llm) if self.srt_on else None
         self.restored_cache: dict | None = None
@@ -150,6 +151,18 @@ class LocalTrainer:
         if index not in self._ids:
             self._ids[index] = render_prompt(self.tokenizer, self.pool[index])
         return self._ids[index]
+
+    def _check_prompts(self) -> None:
+        """Every prompt this run trains on fits the engine: ids in the model's vocabulary,
+        prompt + --max_new_tokens within MAX_MODEL_LEN."""
+        cfg = self.cfg
+        vocab = self.model.get_input_embeddings().num_embeddings
+        used = {i for s in range(self.start_step, cfg.steps)
+                for i in prompt_indices(cfg, len(self.pool), s)}
+        for i in sorted(used):
+            check_prompt_ids(self.prompt_ids(i), f"--prompts {cfg.prompts}: record {i} "
+                             f"(id {self.pool[i]['id']})", max_model_len=MAX_MODEL_LEN,
+                             max_new_tokens=cfg.max_new_tokens, vocab_size=vocab)
 
     # ------------------------------------------------------------------ checkpoint safety
     def _ckpt_sibling(self, suffix: str) -> Path:
@@ -221,8 +234,8 @@ class LocalTrainer:
     def _start_engine(self, weights: str):
         cfg, srt = self.cfg, self.cfg.srt
         seqs = cfg.prompts_per_step * cfg.samples_per_prompt
-        common = {"dtype": cfg.engine_dtype, "seed": cfg.seed, "max_model_len": 2048,
-                  "use_tqdm_on_load": False}
+        common = {"dtype": cfg.engine_dtype, "seed": cfg.seed,
+                  "max_model_len": MAX_MODEL_LEN, "use_tqdm_on_load": False}
         if not self.srt_on:
             from openrlhf_srt.vllm.engine import start_engine
 

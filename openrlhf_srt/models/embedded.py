@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -151,11 +152,37 @@ def ensure_embedded_model(
     return target
 
 
+# A Hugging Face hub repo id: "name" or "owner/name", letters, digits, "-", "_", "."
+_HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
+def missing_local_path(spec: str | os.PathLike) -> str | None:
+    """Why `spec`, which does not exist on disk, is a local path and not a hub name, or
+    None when it exists or may be a hub name.
+
+    A name that does not exist here goes to the hub only when it is a hub repo id ("name"
+    or "owner/name") whose "owner" is not a folder here. Anything else (it starts with ".",
+    "/" or "~", has a backslash or two slashes, ends in a slash, or names a folder that
+    exists) is a local path, refused at once instead of costing the hub's retries."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.exists():
+        return None
+    if not _HUB_NAME.fullmatch(text) or ".." in text:
+        return f"model folder {text} does not exist (and {text!r} is not a hub name)"
+    parent = Path(text).parent
+    if parent != Path(".") and parent.is_dir():
+        return (f"model folder {text} does not exist (its parent folder {parent} does; "
+                f"a hub name 'owner/name' would not be looked up there)")
+    return None
+
+
 def resolve_model(spec: str | os.PathLike | None) -> str:
     """Turn a model spec into what transformers and vLLM load.
 
     None or one of EMBEDDED_NAMES gives the converted embedded model; an existing folder
-    must hold a config.json; anything else is passed on as a Hugging Face hub name.
+    must hold a config.json; a missing local path (`missing_local_path`) is refused; anything
+    else is passed on as a Hugging Face hub name.
     """
     if spec is None or str(spec) in EMBEDDED_NAMES:
         return str(ensure_embedded_model())
@@ -164,6 +191,7 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {path} has no config.json; is it a Hugging Face model?")
         return str(path.resolve())
-    if str(spec).startswith((".", "/", "~")):
-        raise ModelError(f"model folder {spec} does not exist")
+    problem = missing_local_path(spec)
+    if problem is not None:
+        raise ModelError(problem)
     return str(spec)

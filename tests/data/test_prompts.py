@@ -332,6 +332,23 @@ def test_render_rejects_non_token_results():
         render_prompt(Floats(), "x")
 
 
+def test_check_prompt_ids_refuses_what_the_engine_cannot_answer():
+    from openrlhf_srt.data.prompts import check_prompt_ids
+
+    kw = {"max_model_len": 16, "max_new_tokens": 6, "vocab_size": 100}
+    check_prompt_ids(list(range(10)), "p.jsonl: record 0", **kw)  # 10 + 6 = 16 fits
+    for ids, message in [
+        (list(range(11)), ("p.jsonl: record 0: the prompt is 11 tokens; with 6 new tokens "
+                           "that is 17, over the engine's max_model_len 16")),
+        ([5, 100], "p.jsonl: record 0: token id 100 is outside the vocabulary of 100 tokens"),
+        ([5, 2**32 + 5], "p.jsonl: record 0: token id 4294967301 is outside the vocabulary"),
+        ([], "p.jsonl: record 0: the prompt renders to no tokens"),
+    ]:
+        with pytest.raises(ValueError) as e:
+            check_prompt_ids(ids, "p.jsonl: record 0", **kw)
+        assert str(e.value).startswith(message), str(e.value)
+
+
 def test_modules_import_no_torch_vllm_or_cache():
     import subprocess
     import sys

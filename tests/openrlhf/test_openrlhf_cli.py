@@ -12,7 +12,7 @@ pytest.importorskip("openrlhf", reason="openrlhf 0.11.2 is installed by `make se
 
 BASE = ["--actor.model_name_or_path", "m", "--vllm.num_engines", "2",
         "--reward.remote_url", "reward.py", "--algo.advantage.estimator", "group_norm",
-        "--rollout.n_samples_per_prompt", "4"]
+        "--rollout.n_samples_per_prompt", "4", "--data.prompt_dataset", "prompts.jsonl"]
 
 
 def openrlhf_flags() -> set[str]:
@@ -67,6 +67,41 @@ def test_bad_arguments_exit_naming_the_flag(extra, needle, capsys):
         parse_args([*BASE, *extra])
     assert e.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    ([], ("missing --actor.model_name_or_path (the policy model); "
+          "--reward.model_name_or_path or --reward.remote_url or --train.agent_func_path "
+          "(the reward); --data.prompt_dataset (the prompts)")),
+    (["--actor.model_name_or_path", "m", "--data.prompt_dataset", "p"],
+     ("missing --reward.model_name_or_path or --reward.remote_url or "
+      "--train.agent_func_path (the reward)")),
+    (["--actor.model_name_or_path", "m", "--train.agent_func_path", "a.py",
+      "--algo.advantage.estimator", "gae"], "missing --data.prompt_dataset (the prompts)"),
+])
+def test_missing_flags_are_named(argv, needle, capsys):
+    """No flags used to die in OpenRLHF's checks: AttributeError: 'NoneType' object has no
+    attribute 'split'."""
+    from openrlhf_srt.cli.train_ppo_ray import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("srt, extra, flag", [
+    (True, ["--srt.snap", "0"], "--srt.snap"),  # would have been --srt.snapshot 0
+    (True, ["--actor.model_name", "x"], "--actor.model_name"),  # --actor.model_name_or_path
+    (False, ["--actor.model_name", "x"], "--actor.model_name"),  # the baseline twin's parser
+])
+def test_abbreviated_flags_are_refused(srt, extra, flag, capsys):
+    from openrlhf_srt.cli.train_ppo_ray import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args([*BASE, *extra], srt=srt)
+    assert e.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
 
 
 def test_srt_disabled_allows_what_openrlhf_allows():

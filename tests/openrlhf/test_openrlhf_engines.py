@@ -4,8 +4,9 @@ by SRTSamplesGenerator exactly as OpenRLHF's PPOTrainer drives its SamplesGenera
 
 One module-scoped engine group (two engines, worker threads bound to cores 0 and 1) and one
 3-step run shared by the tests: routing stickiness, no run-ahead leakage (exact sample counts
-and contents), bubble detection and run-ahead on a crafted long-tail batch, snapshot save and
-restore, checkpoint/resume of the look-ahead window through the trainer mixin.
+and contents; no returned sample among what the drafters filed as run-ahead), bubble
+detection and run-ahead on a crafted long-tail batch, snapshot save and restore,
+checkpoint/resume of the look-ahead window through the trainer mixin.
 
 The crafted long tail: rollouts get `max_new_tokens=None`, so OpenRLHF's executor gives each
 prompt `max_len - len(prompt)` tokens; with max_len 112, one short prompt per batch may run
@@ -97,8 +98,9 @@ def make_generator(group, prompts=DATASET):
 
 
 @pytest.fixture(scope="module")
-def run(group):
-    """Three training steps (epoch 1: two batches; epoch 2: its first batch)."""
+def run(group, tmp_path_factory):
+    """Three training steps (epoch 1: two batches; epoch 2: its first batch), and what the
+    engines' drafters filed in those steps (their caches' snapshots, read right after)."""
     gen = make_generator(group)
     steps = []
     lookahead_after_step1 = None
@@ -119,8 +121,33 @@ def run(group):
               + ", ".join(f"{k}={v:.3g}" for k, v in sorted(m.items())))
     counts = ray.get([e.srt_prompt_counts.remote() for e in group.engines])
     requests = ray.get([e.srt_request_counts.remote() for e in group.engines])
+    filed = filed_sequences(gen.save_snapshots(tmp_path_factory.mktemp("filed")))
     return SimpleNamespace(gen=gen, steps=steps, counts=counts, requests=requests,
-                           lookahead_after_step1=lookahead_after_step1)
+                           lookahead_after_step1=lookahead_after_step1, filed=filed)
+
+
+def filed_sequences(snapshot_paths) -> dict[str, set[tuple[int, ...]]]:
+    """The response tokens of every sequence the drafters filed, by tag ("rollout",
+    "runahead"): what each engine generated, as its cache recorded it."""
+    import numpy as np
+
+    from openrlhf_srt.cache import TAGS
+    from openrlhf_srt.cache.snapshot import read
+
+    filed: dict[str, set] = {tag: set() for tag in TAGS}
+    for path in snapshot_paths:
+        st = read(path)
+        ends = np.cumsum(st.response_lens)
+        for tag, end, n in zip(st.tags, ends, st.response_lens):
+            filed[TAGS[tag]].add(tuple(st.response_tokens[end - n:end].tolist()))
+    return filed
+
+
+def response_tokens(sample) -> tuple[int, ...]:
+    """A sample's response: the tokens its action mask marks (shifted by one, as OpenRLHF
+    builds it)."""
+    seq, mask = sample.sequences[0], sample.action_mask[0].bool()
+    return tuple(seq[1:][mask].tolist())
 
 
 def ids(group, prompt):
@@ -140,6 +167,27 @@ def test_no_runahead_leakage(run):
     # run-ahead did run, and its requests never came back as samples
     assert sum(s.metrics["srt/runahead_tokens"] for s in run.steps) > 0
     assert all(r["runahead"] == 0 for r in run.requests)  # all aborted or done
+
+
+def filed_as(response: tuple[int, ...], filed: set[tuple[int, ...]], slack: int) -> bool:
+    """Whether a filed sequence is this response, or it and at most `slack` more tokens: the
+    drafter files every token a verification step accepted, also those past the request's
+    stop token or token limit, which vLLM cuts from the output."""
+    return any(len(response) <= len(f) <= len(response) + slack and f[:len(response)] == response
+               for f in filed)
+
+
+def test_no_runahead_output_is_returned_as_a_sample(group, run):
+    """What the drafters filed under the run-ahead tag (every run-ahead request's output,
+    finished or aborted) holds none of the returned samples; what they filed as rollouts
+    holds every one (so a run-ahead output returned as a sample would be found)."""
+    slack = group.srt.max_draft_tokens
+    runahead = {r for r in run.filed["runahead"] if r}
+    samples = [response_tokens(s) for step in run.steps for s in step.samples]
+    print(f"{len(runahead)} run-ahead outputs, {len(samples)} samples")
+    assert runahead and len(samples) == 3 * BATCH * N_SAMPLES
+    assert [r for r in samples if filed_as(r, runahead, slack)] == []
+    assert all(filed_as(r, run.filed["rollout"], slack) for r in samples)
 
 
 def test_routing_sticky_and_bounded(group, run):

@@ -112,7 +112,8 @@ def test_srt_train_runs_openrlhf_train_with_srt_engines_and_trainer(monkeypatch)
                                "--reward.remote_url", "reward.py",
                                "--algo.advantage.estimator", "group_norm",
                                "--rollout.n_samples_per_prompt", "4",
-                               "--rollout.max_new_tokens", "333", "--srt.max_draft_tokens", "6"])
+                               "--rollout.max_new_tokens", "333", "--srt.max_draft_tokens", "6",
+                               "--data.prompt_dataset", "prompts.jsonl"])
     rec = Recorder()
     # create_srt_engines would start vLLM actors; its own wiring is tested with real engines
     # in test_openrlhf_engines.py. Here: that train() reaches it with OpenRLHF's arguments.

@@ -119,8 +119,89 @@ def test_tool_sandbox_limits():
     assert "ZeroDivisionError" in agent.run_python("1 / 0")
     assert agent.run_python("while True: pass", timeout_s=1.0).startswith("Timeout")
     out = agent.run_python("x = bytearray(600 << 20); print('allocated')", memory_mb=256)
-    assert "MemoryError" in out and "allocated" not in out
+    # (a traceback quotes the source line, so whole output lines are compared)
+    assert "MemoryError" in out and "allocated" not in out.splitlines()
     assert len(agent.run_python("print('a' * 10**6)")) <= agent.MAX_OUTPUT_CHARS
+    # what the confinement must leave working: threads, numpy, a file in its own folder
+    ok = ("import threading, numpy\n"
+          "t = threading.Thread(target=print, args=('thread', int(numpy.arange(4).sum())))\n"
+          "t.start(); t.join(); open('notes.txt', 'w').write('x'); print('wrote')")
+    assert agent.run_python(ok, timeout_s=30.0).split() == ["thread", "6", "wrote"]
+
+
+FORK_PROBE = """import os
+try:
+    pid = os.fork()
+except OSError as e:
+    print("fork refused:", e)
+else:
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("FORKED")
+"""
+FORK_BOMB = "import os\nwhile True:\n    os.fork()\n"
+
+
+def test_tool_sandbox_refuses_new_processes():
+    """A fork bomb stops at its first fork. One fork is tried first, so that the bomb only
+    runs where forking is refused and cannot take down a shared machine (RLIMIT_NPROC
+    would not: it is not enforced for root, and counts all of the user's processes)."""
+    sandbox = load_recipe_module("tool_sandbox")
+    probe = sandbox.run_python(FORK_PROBE, timeout_s=5.0)
+    assert probe.strip() == "fork refused: [Errno 1] Operation not permitted", probe
+    out = sandbox.run_python(FORK_BOMB, timeout_s=5.0)
+    assert "PermissionError: [Errno 1] Operation not permitted" in out, out
+    out = sandbox.run_python("import subprocess; subprocess.run(['true'])", timeout_s=5.0)
+    assert "PermissionError" in out, out
+
+
+def test_tool_sandbox_folder_is_private_and_removed():
+    sandbox = load_recipe_module("tool_sandbox")
+    out = sandbox.run_python("import os, tempfile\n"
+                             "print(os.getcwd(), os.environ['HOME'], tempfile.gettempdir())\n"
+                             "open('left.txt', 'w').write('x')", timeout_s=5.0)
+    cwd, home, tmp = out.split()
+    assert cwd == home == tmp and Path(cwd).name.startswith("retool-")
+    assert not Path(cwd).exists()  # removed with what the code left there
+
+
+def test_tool_sandbox_caps_file_size():
+    """A 1 GB write stops at the file-size limit with a clear error; the trainer (this
+    process) carries on and the folder is gone."""
+    sandbox = load_recipe_module("tool_sandbox")
+    out = sandbox.run_python("import os\nprint(os.getcwd(), flush=True)\n"
+                             "with open('big', 'wb') as f:\n"
+                             "    for _ in range(1024):\n"
+                             "        f.write(b'0' * (1 << 20))\n", timeout_s=10.0, file_mb=16)
+    assert "OSError: [Errno 27] File too large" in out, out
+    assert not Path(out.split()[0]).exists()
+
+
+def test_tool_sandbox_cannot_signal_the_trainer_or_gain_root_powers():
+    import os
+
+    sandbox = load_recipe_module("tool_sandbox")
+    # signal 0 only checks permission: were it allowed, this test process would live on
+    out = sandbox.run_python(f"import os; os.kill({os.getpid()}, 0); print('may signal')",
+                             timeout_s=5.0)
+    assert "PermissionError: [Errno 1] Operation not permitted" in out
+    assert "may signal" not in out.splitlines()
+    out = sandbox.run_python("import os; os.kill(os.getpid(), 0); print('self ok')\n"
+                             "print(open('/proc/self/status').read().split('CapEff:')[1]"
+                             ".split()[0])", timeout_s=5.0)
+    assert out.split() == ["self", "ok", "0000000000000000"], out  # no capability, even as root
+
+
+def test_tool_sandbox_cannot_write_outside_its_folder(tmp_path):
+    sandbox = load_recipe_module("tool_sandbox")
+    if sandbox.landlock_abi() < 1:
+        pytest.skip("this kernel has no Landlock: writes outside the folder are not blocked "
+                    "here (docs/reliability.md)")
+    target = tmp_path / "outside.txt"
+    out = sandbox.run_python(f"open({str(target)!r}, 'w').write('x')", timeout_s=5.0)
+    assert "PermissionError: [Errno 13] Permission denied" in out, out
+    assert not target.exists()
 
 
 def test_agent_turns():

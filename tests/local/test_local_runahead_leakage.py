@@ -1,0 +1,91 @@
+"""Run-ahead output is never a training sample: the local trainer on the embedded model with
+run-ahead on (marked `engine`). The engine's requests are recorded as they are added and
+stepped (the run-ahead ones by the tag the drafter files them under), and the trainer's
+rollout batches as it returns them; no returned sample may be a run-ahead output."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+
+class EngineRecorder:
+    """Every request the engine is given: its prompt, whether it is tagged run-ahead
+    (SamplingParams.extra_args[RUNAHEAD_ARG], what the drafter files it by) and the tokens it
+    produced (DELTA outputs accumulated, cumulative ones replaced), in the order added."""
+
+    def __init__(self, engine, monkeypatch):
+        self.requests: dict[str, dict] = {}
+        self._add, self._step = engine.add_request, engine.step
+        monkeypatch.setattr(engine, "add_request", self.add_request)  # test-only recorder
+        monkeypatch.setattr(engine, "step", self.step)
+
+    def add_request(self, request_id, prompt, params, *args, **kwargs):
+        from vllm.sampling_params import RequestOutputKind
+
+        from openrlhf_srt.runahead import RUNAHEAD_ARG
+
+        self.requests[request_id] = {
+            "prompt": tuple(prompt["prompt_token_ids"]),
+            "runahead": bool((params.extra_args or {}).get(RUNAHEAD_ARG)),
+            "delta": params.output_kind == RequestOutputKind.DELTA, "tokens": ()}
+        return self._add(request_id, prompt, params, *args, **kwargs)
+
+    def step(self):
+        outputs = self._step()
+        for out in outputs:
+            r = self.requests[out.request_id]
+            tokens = tuple(out.outputs[0].token_ids)
+            r["tokens"] = r["tokens"] + tokens if r["delta"] else tokens
+        return outputs
+
+    def outputs(self, runahead: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(prompt, response) of every request of one kind, in the order added."""
+        return [(r["prompt"], r["tokens"]) for r in self.requests.values()
+                if r["runahead"] == runahead]
+
+
+def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings, monkeypatch):
+    from openrlhf_srt.local import trainer as trainer_module
+    from openrlhf_srt.local.train_config import TrainConfig
+    from openrlhf_srt.srt_config import SRTConfig
+
+    batches = []
+    generate_batch = trainer_module.generate_batch
+
+    def recorded(*args, **kwargs):
+        batch = generate_batch(*args, **kwargs)
+        batches.append(batch)
+        return batch
+
+    monkeypatch.setattr(trainer_module, "generate_batch", recorded)  # test-only spy
+    # run ahead as soon as one sample of a step has finished, whatever the CPU's step cost;
+    # temperature 1: two samples of a prompt are as unlikely as can be to coincide
+    srt = SRTConfig(**srt_test_settings, max_draft_tokens=4, runahead_threshold=1.0,
+                    runahead_min_seconds=0.0, runahead_min_samples=1,
+                    runahead_poll_seconds=0.01, runahead_prompts=2,
+                    runahead_max_new_tokens=16, runahead_max_requests=4,
+                    runahead_max_slowdown=float("inf"))
+    cfg = TrainConfig(run_dir=tmp_path / "run", prompts="builtin:6", steps=3,
+                      prompts_per_step=2, samples_per_prompt=2, max_new_tokens=24,
+                      temperature=1.0, micro_batch_size=4, lr=1e-4, wandb=False,
+                      tensorboard=False, srt=srt)
+    trainer = trainer_module.LocalTrainer(cfg)
+    try:
+        engine = EngineRecorder(trainer.llm.llm_engine, monkeypatch)
+        trainer.run()
+    finally:
+        trainer.close()
+
+    runahead = {(p, r) for p, r in engine.outputs(runahead=True) if r}
+    rollouts = engine.outputs(runahead=False)
+    samples = [(tuple(p), tuple(r)) for b in batches for p, r in zip(b.prompt_ids,
+                                                                      b.response_ids)]
+    print(f"{len(runahead)} run-ahead outputs, {len(samples)} samples")
+    assert len(batches) == 3 and len(samples) == 3 * 2 * 2
+    assert runahead, "run-ahead produced no output: this run cannot show a leak"
+    # run ahead for prompts the trainer then trained on (a leak would be possible there)
+    assert {p for p, _ in runahead} & {p for p, _ in samples}
+    assert [s for s in samples if s in runahead] == []  # no run-ahead output came back
+    assert samples == rollouts  # each sample is its own rollout request's output, in order
