@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from openrlhf_srt.cli.compare_runs import format_table, generation_totals, plot
-    from openrlhf_srt.srt_config import SRTConfig
-    from openrlhf_srt.local.train_config import TrainConfig
     from openrlhf_srt.local.policy_training import cpu_precision
+    from openrlhf_srt.local.train_config import TrainConfig
     from openrlhf_srt.local.trainer import LocalTrainer
     from openrlhf_srt.run_logger import read_metrics
+    from openrlhf_srt.srt_config import SRTConfig
 
     hf_logging.disable_progress_bar()
     root = a.runs_root / a.name

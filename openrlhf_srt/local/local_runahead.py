@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from openrlhf_srt.srt_config import SRTConfig
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, LookaheadPrompts, runahead_params
+from openrlhf_srt.srt_config import SRTConfig
 
 
 class LocalRunahead:

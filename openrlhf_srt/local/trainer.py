@@ -28,12 +28,12 @@ import torch
 
 from openrlhf_srt.data.prompts import check_prompt_ids, load_prompts, render_prompt
 from openrlhf_srt.local.algorithms import group_advantages, informative_groups, overlong_penalty
-from openrlhf_srt.local.train_config import MAX_MODEL_LEN, TrainConfig
+from openrlhf_srt.local.local_runahead import LocalRunahead
 from openrlhf_srt.local.policy_training import train_step
 from openrlhf_srt.local.rollout import generate_batch
-from openrlhf_srt.local.local_runahead import LocalRunahead
-from openrlhf_srt.run_logger import RunLogger
+from openrlhf_srt.local.train_config import MAX_MODEL_LEN, TrainConfig
 from openrlhf_srt.models.embedded import resolve_model
+from openrlhf_srt.run_logger import RunLogger
 from openrlhf_srt.runahead import LookaheadPrompts
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 from openrlhf_srt.vllm.pause_points import pause_at

@@ -31,9 +31,9 @@ from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from ray.util.placement_group import placement_group
 
 from openrlhf_srt.cache.keys import prompt_key
-from openrlhf_srt.srt_config import SRTConfig
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
+from openrlhf_srt.srt_config import SRTConfig
 from openrlhf_srt.vllm.engine_client import AsyncSRTEngineHandle
 
 # Distinct prompts whose rollout counts an actor remembers (least recently generated out
@@ -75,8 +75,9 @@ def plain_class(actor_class):
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
                        priority: bool = False, runahead_max_requests: int, **kwargs):
-        from openrlhf_srt.vllm.engine import check_can_verify
         from openrlhf_srt.vllm.drafter_config import DrafterConfig
+        from openrlhf_srt.vllm.engine import check_can_verify
+        from openrlhf_srt.vllm.process_lifetime import owner_environment
 
         drafter = DrafterConfig.from_dict(srt_drafter)
         check_can_verify(True, withheld=drafter.withhold_drafts)
@@ -101,6 +102,9 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         self._ra_tokens = 0
         self._ra_requests = 0
         self._prompts = PromptCounts()  # rollout samples per prompt key here (bounded)
+        # this actor owns the engine: its EngineCore and workers end when it does (an actor
+        # killed by Ray's or the kernel's OOM killer left them alive under PID 1)
+        os.environ.update(owner_environment())
         await super().__init__(*args, **kwargs)
         self.srt_handle = AsyncSRTEngineHandle(self.llm)
         await self.srt_handle.bind()

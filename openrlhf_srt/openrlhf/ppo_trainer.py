@@ -9,9 +9,9 @@ from __future__ import annotations
 import ray
 from openrlhf.trainer.ppo_trainer import PPOTrainer
 
-from openrlhf_srt.srt_config import SRTConfig
 from openrlhf_srt.openrlhf.engine_group import plain_class
 from openrlhf_srt.openrlhf.trainer_mixin import SRTTrainerMixin
+from openrlhf_srt.srt_config import SRTConfig
 
 
 class _SRTPPOTrainer(SRTTrainerMixin, plain_class(PPOTrainer)):

@@ -26,10 +26,10 @@ from pathlib import Path
 import ray
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 
-from openrlhf_srt.srt_config import SRTConfig
-from openrlhf_srt.openrlhf.step_metrics import step_metrics
 from openrlhf_srt.openrlhf.routing import StickyRouter
+from openrlhf_srt.openrlhf.step_metrics import step_metrics
 from openrlhf_srt.runahead import LookaheadPrompts
+from openrlhf_srt.srt_config import SRTConfig
 
 
 def unpack_openrlhf_item(item) -> list:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from openrlhf_srt.vllm.drafter_config import DrafterConfig
 from openrlhf_srt.vllm.engine import EngineError, start_engine
 from openrlhf_srt.vllm.engine_client import SRTEngineHandle
-from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
 EXTENSION_CLASS = "openrlhf_srt.vllm.worker_extension.SRTWorkerExtension"
 

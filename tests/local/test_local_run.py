@@ -29,10 +29,10 @@ def srt_priority_engine(embedded_model_path, srt_test_settings):
 def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority_engine):
     from vllm import SamplingParams
 
-    from openrlhf_srt.srt_config import SRTConfig
-    from openrlhf_srt.local.rollout import drive
     from openrlhf_srt.local.local_runahead import LocalRunahead
+    from openrlhf_srt.local.rollout import drive
     from openrlhf_srt.runahead import LookaheadPrompts
+    from openrlhf_srt.srt_config import SRTConfig
     from openrlhf_srt.vllm.engine_client import SRTEngineHandle
 
     llm = srt_priority_engine
@@ -66,8 +66,8 @@ def test_long_tail_starts_runahead_and_returns_exactly_the_rollouts(srt_priority
 
 
 def _tiny_config(run_dir, srt_settings, **kw):
-    from openrlhf_srt.srt_config import SRTConfig
     from openrlhf_srt.local.train_config import TrainConfig
+    from openrlhf_srt.srt_config import SRTConfig
 
     srt = SRTConfig(**srt_settings, max_draft_tokens=4, runahead_threshold=1.0, runahead_min_seconds=0.0,
                     runahead_min_samples=1, runahead_poll_seconds=0.01, runahead_prompts=2,

@@ -67,8 +67,8 @@ GEN_KW = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": None, "max_len": M
 def group(embedded_model_path, srt_test_settings):
     from transformers import AutoTokenizer
 
-    from openrlhf_srt.srt_config import SRTConfig
     from openrlhf_srt.openrlhf.engine_group import create_srt_engines
+    from openrlhf_srt.srt_config import SRTConfig
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -304,3 +304,31 @@ def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):
     assert consumed == BATCH
     assert Counter(p for s in samples for p in s.prompts) == Counter(
         {p: N_SAMPLES for p in DATASET[4:8]})
+
+
+def test_engine_processes_die_with_their_actor(group, run, descendants):
+    """An engine actor that dies (SIGKILL here; Ray's or the kernel's OOM killer in the wild)
+    takes its vLLM EngineCore and workers with it: before, they lived on under PID 1. Runs
+    last in this module: it kills one of the group's engines."""
+    import signal
+    from pathlib import Path
+
+    actors = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(b"ray::_SRTRolloutActor"):
+                actors.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    assert len(actors) == len(group.engines), actors
+    engine_procs = descendants(actors[0])
+    assert any(cmd.startswith("VLLM::EngineCore") for _, cmd in engine_procs), engine_procs
+    os.kill(actors[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(p.alive() for p, _ in engine_procs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    survivors = [cmd for p, cmd in engine_procs if p.alive()]
+    for p, _ in engine_procs:  # a failed check leaves nothing behind
+        if p.alive():
+            os.kill(p.pid, signal.SIGKILL)
+    assert survivors == []

@@ -49,8 +49,8 @@ def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, t
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from openrlhf_srt.srt_config import SRTConfig
     from openrlhf_srt.openrlhf.engine_group import create_srt_engines
+    from openrlhf_srt.srt_config import SRTConfig
 
     agent = tmp_path / "two_turns.py"
     agent.write_text(AGENT)
