@@ -128,6 +128,32 @@ def _descendants(pid: int) -> list[tuple]:
     return found
 
 
+ENGINE_GONE_WITHIN_SECONDS = 60  # vLLM's shutdown on SIGTERM, else SIGKILL after the grace
+
+
+def _survivors(procs: list[tuple], within: float = ENGINE_GONE_WITHIN_SECONDS) -> list[str]:
+    """Waits up to `within` s for the (ProcessId, command line) pairs to exit; returns the
+    command lines of those still alive, after SIGKILLing them (a failed check leaves nothing
+    behind)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + within
+    while any(p.alive() for p, _ in procs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = [(p, cmd) for p, cmd in procs if p.alive()]
+    for p, _ in alive:
+        os.kill(p.pid, signal.SIGKILL)
+    return [cmd for _, cmd in alive]
+
+
+@pytest.fixture(scope="session")
+def survivors():
+    """survivors(procs) -> command lines of the processes still alive after the engine
+    shutdown's grace (they are SIGKILLed)."""
+    return _survivors
+
+
 @pytest.fixture(scope="session")
 def descendants():
     """descendants(pid) -> [(ProcessId, command line)] of the running processes below pid

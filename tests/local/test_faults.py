@@ -95,7 +95,8 @@ def weight_folders_of(pid: int) -> list[Path]:
     return sorted(scratch_root().glob(f"openrlhf_srt_weights_{pid}-*"))
 
 
-def kill_at(run_dir: Path, pause: str, descendants, *, resume: bool, check_paused) -> int:
+def kill_at(run_dir: Path, pause: str, descendants, survivors, *, resume: bool,
+            check_paused) -> int:
     """Start a trainer, let it reach `pause`, SIGKILL it, and check that its engine processes
     and weight folders went with it; returns its pid."""
     t = Trainer(run_dir, resume=resume, pause=pause)
@@ -107,21 +108,17 @@ def kill_at(run_dir: Path, pause: str, descendants, *, resume: bool, check_pause
         assert any(cmd.startswith("VLLM::EngineCore") for _, cmd in engine)
         check_paused(t.proc.pid)
         t.kill()
-        deadline = time.monotonic() + GONE_SECONDS
-        while any(p.alive() for p, _ in engine) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert [cmd for p, cmd in engine if p.alive()] == [], f"orphans after {pause}"
+        assert survivors(engine, GONE_SECONDS) == [], f"orphans after {pause}"
         assert weight_folders_of(t.proc.pid) == []
         return t.proc.pid
     finally:
         if t.proc.poll() is None:
             t.kill()
-        for p, _ in engine:  # survivors of a failed check
-            if p.alive():
-                os.kill(p.pid, signal.SIGKILL)
+        survivors(engine, 0)  # a check failed before the wait: nothing left behind
 
 
-def test_killed_three_times_and_resumed_the_run_is_the_uninterrupted_one(tmp_path, descendants):
+def test_killed_three_times_and_resumed_the_run_is_the_uninterrupted_one(tmp_path, descendants,
+                                                                          survivors):
     run_dir = tmp_path / "run"
     ckpt = run_dir / "checkpoints"
 
@@ -137,11 +134,11 @@ def test_killed_three_times_and_resumed_the_run_is_the_uninterrupted_one(tmp_pat
 
     killed = [
         # step 0 done and checkpointed; step 1's requests in the engine
-        kill_at(run_dir, "rollout:2", descendants, resume=False, check_paused=nothing),
+        kill_at(run_dir, "rollout:2", descendants, survivors, resume=False, check_paused=nothing),
         # resumed at step 1: killed while pushing step 1's weights
-        kill_at(run_dir, "weight_push:1", descendants, resume=True, check_paused=pushing),
+        kill_at(run_dir, "weight_push:1", descendants, survivors, resume=True, check_paused=pushing),
         # resumed at step 1 again: step 1 trained and logged, killed writing its checkpoint
-        kill_at(run_dir, "checkpoint:1", descendants, resume=True, check_paused=checkpointing),
+        kill_at(run_dir, "checkpoint:1", descendants, survivors, resume=True, check_paused=checkpointing),
     ]
     last = Trainer(run_dir, resume=True)
     out = last.finish()

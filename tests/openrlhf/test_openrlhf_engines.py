@@ -306,7 +306,7 @@ def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):
         {p: N_SAMPLES for p in DATASET[4:8]})
 
 
-def test_engine_processes_die_with_their_actor(group, run, descendants):
+def test_engine_processes_die_with_their_actor(group, run, descendants, survivors):
     """An engine actor that dies (SIGKILL here; Ray's or the kernel's OOM killer in the wild)
     takes its vLLM EngineCore and workers with it: before, they lived on under PID 1. Runs
     last in this module: it kills one of the group's engines."""
@@ -324,11 +324,4 @@ def test_engine_processes_die_with_their_actor(group, run, descendants):
     engine_procs = descendants(actors[0])
     assert any(cmd.startswith("VLLM::EngineCore") for _, cmd in engine_procs), engine_procs
     os.kill(actors[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while any(p.alive() for p, _ in engine_procs) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    survivors = [cmd for p, cmd in engine_procs if p.alive()]
-    for p, _ in engine_procs:  # a failed check leaves nothing behind
-        if p.alive():
-            os.kill(p.pid, signal.SIGKILL)
-    assert survivors == []
+    assert survivors(engine_procs) == []
