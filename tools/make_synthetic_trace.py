@@ -182,11 +182,11 @@ def main(argv=None) -> int:
     gen = Generator(a)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     per_step = a.prompts * a.samples
-    opener = (lambda p: gzip.open(p, "wt", encoding="utf-8", compresslevel=1)) \
-        if a.out.name.lower().endswith(".gz") else (lambda p: open(p, "w", encoding="utf-8"))
+    gz = a.out.name.lower().endswith(".gz")
     tokens = capped = 0
     bar = tqdm(total=a.steps * per_step, desc="synthetic trace", unit="resp", file=sys.stderr)
-    with opener(a.out) as f:
+    with (gzip.open(a.out, "wt", encoding="utf-8", compresslevel=1) if gz
+          else open(a.out, "w", encoding="utf-8")) as f:
         for step in range(a.steps):
             if step:
                 gen.drift()
