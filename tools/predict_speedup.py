@@ -158,7 +158,7 @@ def main(argv=None) -> int:
           + (", drafter time added" if cfg.drafter_time else ""))
     out = []
     for path in a.traces:
-        total = None if a.quiet else count_response_tokens(path)
+        total = None if a.quiet or a.prompts else count_response_tokens(path)
         bar = tqdm(total=total, desc=f"predict {path.name}", unit="tok", unit_scale=True,
                    disable=a.quiet, file=sys.stderr, leave=False)
         try:

@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     all_results = []
     for t in args.traces:
         path = Path(t)
-        total = None if args.quiet else count_response_tokens(path)
+        # the bar's total (for its ETA): a quick scan, only when every prompt is replayed
+        total = None if args.quiet or args.prompts else count_response_tokens(path)
         start = time.perf_counter()
         try:
             results = replay_steps(iter_steps(path, args.prompts), strategies,
