@@ -47,7 +47,7 @@ from openrlhf_srt.drafting.budget import BudgetConfig
 from openrlhf_srt.drafting.calibration import AcceptanceCalibrator
 from openrlhf_srt.drafting.policy import draft_lengths, observe_outcomes
 from openrlhf_srt.drafting.step_curve import StepCurve
-from openrlhf_srt.replay.rounds import accepted_lengths, flat_gather
+from openrlhf_srt.replay.rounds import Round, accepted_lengths, run_batched_step
 from openrlhf_srt.replay.stream import StepRecords
 
 METHODS = ("baseline", "srt", "oracle")
@@ -144,76 +144,47 @@ class _Run:
         self.hinge = curve.to_step_cost() if cfg.policy_cost == "hinge" else None
 
     def run_step(self, recs: StepRecords, first_id: int) -> MethodTime:
-        cache, cfg, curve, step = self.cache, self.cfg, self.curve, recs.step
+        cfg, curve = self.cfg, self.curve
         k_max = cfg.budget.max_draft_tokens
-        n = len(recs)
-        ids = first_id + np.arange(n, dtype=np.int64)
-        keys = recs.prompt_keys.tolist()
-        for i in range(n):
-            cache.add_sequence(int(ids[i]), keys[i], recs.prompt(i), step=step)
-        data, lengths = recs.responses, recs.lengths
-        starts = recs.response_offsets[:-1]
-        pos = np.zeros(n, dtype=np.int64)
-        for i in np.flatnonzero(lengths == 0).tolist():
-            cache.finish_sequence(int(ids[i]))
-        run = np.flatnonzero(lengths > 0)
-        pend_tokens = np.zeros(0, dtype=np.int32)
-        pend_counts = np.zeros(run.size, dtype=np.int32)
         running_log: list[int] = []
         seconds_log: list[float] = []
-        while run.size:
-            m = run.size
-            p = pos[run]
-            left = lengths[run] - p
-            at = starts[run] + p
-            t0 = time.perf_counter()
-            d = cache.step(ids[run], pend_tokens, pend_counts, np.full(m, k_max, np.int32),
-                           cfg.cache.min_prob)
-            offsets = np.asarray(d.offsets, dtype=np.int64)
-            tokens = np.asarray(d.tokens)
+
+        called = [0.0]  # when the native call of this round started
+
+        def budgets(positions: np.ndarray) -> np.ndarray:
+            # the proposer drafts at the full budget, then its policy cuts (decide)
+            called[0] = time.perf_counter()
+            return np.full(len(positions), k_max, dtype=np.int32)
+
+        def decide(r: Round) -> np.ndarray:
+            m = r.running.size
             if self.method == "srt":
                 cost = self.hinge if self.hinge is not None else (
-                    lambda t, m=m: curve.step_seconds(m, t))
-                lens, raw_cond = draft_lengths(cfg.budget, self.calibrator, d.probs, offsets,
-                                               p, cost)
-                lens = lens.astype(np.int64)
-                drafted = time.perf_counter() - t0
-                # the first lens[r] tokens of each draft are what the engine verifies
-                full = np.diff(offsets)
-                keep = (np.arange(tokens.size) - np.repeat(offsets[:-1], full)
-                        < np.repeat(lens, full))
-                cut_offsets = np.concatenate([[0], np.cumsum(lens)])
-                acc = accepted_lengths(tokens[keep], cut_offsets, data, at, left)
-                verified = lens > 0  # raw_cond[keep] holds exactly their tokens, in order
-                observe_outcomes(self.calibrator, raw_cond[keep], lens[verified],
-                                 acc[verified])
-                k = lens
+                    lambda t: curve.step_seconds(m, t))
+                lens, raw_cond = draft_lengths(cfg.budget, self.calibrator, r.draft_probs,
+                                               r.draft_offsets, r.position, cost)
+                k = lens.astype(np.int64)
+                # the first k[r] tokens of each draft are what the engine verifies
+                full = np.diff(r.draft_offsets)
+                keep = (np.arange(r.draft_tokens.size) - np.repeat(r.draft_offsets[:-1], full)
+                        < np.repeat(k, full))
+                acc = accepted_lengths(r.draft_tokens[keep],
+                                       np.concatenate([[0], np.cumsum(k)]),
+                                       recs.responses, r.at, r.left)
+                verified = k > 0  # raw_cond[keep] holds exactly their tokens, in order
+                observe_outcomes(self.calibrator, raw_cond[keep], k[verified], acc[verified])
             else:
-                full_acc = accepted_lengths(tokens, offsets, data, at, left)
-                k = oracle_lengths(full_acc, left, m, curve)
-                acc = k
-                drafted = 0.0
-            produced = np.minimum(acc + 1, left)
+                full_acc = accepted_lengths(r.draft_tokens, r.draft_offsets, recs.responses,
+                                            r.at, r.left)
+                k = acc = oracle_lengths(full_acc, r.left, m, curve)
             sec = float(curve.step_seconds(m, m + int(k.sum())))
             if cfg.drafter_time and self.method == "srt":
-                sec += drafted
+                sec += time.perf_counter() - called[0]  # the native call and the policy
             running_log.append(m)
             seconds_log.append(sec)
-            new = flat_gather(data, at, produced)
-            pos[run] = p + produced
-            done = pos[run] >= lengths[run]
-            if done.any():
-                ends = np.cumsum(produced)
-                for i in np.flatnonzero(done).tolist():
-                    sid = int(ids[run[i]])
-                    cache.extend(sid, new[ends[i] - produced[i]:ends[i]])
-                    cache.finish_sequence(sid)
-                keep_run = ~done
-                pend_tokens = new[np.repeat(keep_run, produced)]
-                pend_counts = produced[keep_run].astype(np.int32)
-                run = run[keep_run]
-            else:
-                pend_tokens, pend_counts = new, produced.astype(np.int32)
+            return np.minimum(acc + 1, r.left)
+
+        run_batched_step(self.cache, recs, first_id, budgets, cfg.cache.min_prob, decide)
         return MethodTime(np.asarray(running_log, dtype=np.int64),
                           np.asarray(seconds_log, dtype=np.float64), recs.tokens)
 

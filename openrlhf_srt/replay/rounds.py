@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
+from openrlhf_srt.cache import TreeCache
 from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.replay.cache_drafter import CacheDrafter
 from openrlhf_srt.replay.drafters import Drafter, RunAheadRollout, SeqState
@@ -64,6 +66,65 @@ def accepted_lengths(draft_tokens: np.ndarray, offsets: np.ndarray, data: np.nda
     return acc
 
 
+@dataclass
+class Round:
+    """One round of the batched loop, handed to its ``decide`` callback."""
+
+    running: np.ndarray  # batch indices of the running sequences, batch order
+    position: np.ndarray  # their response positions (tokens produced so far)
+    left: np.ndarray  # tokens each has left
+    at: np.ndarray  # where its next recorded token lies in the step's flat responses
+    draft_tokens: np.ndarray  # the native call's drafts, flat (int32)
+    draft_offsets: np.ndarray  # int64, running + 1
+    draft_probs: np.ndarray  # path probability after each draft token
+
+
+def run_batched_step(cache: TreeCache, recs: StepRecords, first_id: int,
+                     budgets: Callable[[np.ndarray], np.ndarray], min_prob: float,
+                     decide: Callable[[Round], np.ndarray]) -> None:
+    """Replay one training step on ``cache`` with one ``TreeCache.step`` call per round.
+
+    Sequence ``first_id + i`` is record i. Each round the native call appends every running
+    sequence's tokens of the previous round and drafts a path of at most ``budgets(positions)``
+    tokens for each; ``decide(round)`` returns how many recorded tokens each running sequence
+    produces (>= 1, at most its tokens left). Sequences that reach their recorded length get
+    their last tokens appended and are finished before the next round drafts."""
+    n = len(recs)
+    ids = first_id + np.arange(n, dtype=np.int64)
+    keys = recs.prompt_keys.tolist()
+    for i in range(n):
+        cache.add_sequence(int(ids[i]), keys[i], recs.prompt(i), step=recs.step)
+    data, lengths = recs.responses, recs.lengths
+    starts = recs.response_offsets[:-1]
+    pos = np.zeros(n, dtype=np.int64)
+    for i in np.flatnonzero(lengths == 0).tolist():
+        cache.finish_sequence(int(ids[i]))
+    run = np.flatnonzero(lengths > 0)  # running sequences, batch order
+    pend_tokens = np.zeros(0, dtype=np.int32)  # their tokens of the previous round
+    pend_counts = np.zeros(run.size, dtype=np.int32)
+    while run.size:
+        p = pos[run]
+        d = cache.step(ids[run], pend_tokens, pend_counts, budgets(p), min_prob)
+        at = starts[run] + p
+        produced = decide(Round(run, p, lengths[run] - p, at, np.asarray(d.tokens),
+                                np.asarray(d.offsets, dtype=np.int64), np.asarray(d.probs)))
+        new = flat_gather(data, at, produced)
+        pos[run] = p + produced
+        done = pos[run] >= lengths[run]
+        if done.any():  # their last tokens reach the cache before the next round drafts
+            ends = np.cumsum(produced)
+            for i in np.flatnonzero(done).tolist():
+                sid = int(ids[run[i]])
+                cache.extend(sid, new[ends[i] - produced[i]:ends[i]])
+                cache.finish_sequence(sid)
+            keep = ~done
+            pend_tokens = new[np.repeat(keep, produced)]
+            pend_counts = produced[keep].astype(np.int32)
+            run = run[keep]
+        else:
+            pend_tokens, pend_counts = new, produced.astype(np.int32)
+
+
 class BatchedRunner:
     """Replays one strategy's steps on the native cache with the batched round loop."""
 
@@ -76,63 +137,34 @@ class BatchedRunner:
 
     def run_step(self, recs: StepRecords, partials: list[RunAheadRollout], first_id: int,
                  res: Result, bar: tqdm) -> None:
-        drafter, cache, step = self.drafter, self.drafter.cache, recs.step
-        drafter.begin_step(step, partials)
-        n = len(recs)
-        ids = first_id + np.arange(n, dtype=np.int64)
-        keys = recs.prompt_keys.tolist()
-        for i in range(n):
-            cache.add_sequence(int(ids[i]), keys[i], recs.prompt(i), step=step)
-        data, lengths = recs.responses, recs.lengths
-        starts = recs.response_offsets[:-1]
-        pos = np.zeros(n, dtype=np.int64)
-        for i in np.flatnonzero(lengths == 0).tolist():
-            cache.finish_sequence(int(ids[i]))
-        run = np.flatnonzero(lengths > 0)  # running sequences, batch order
-        pend_tokens = np.zeros(0, dtype=np.int32)  # their tokens of the previous round
-        pend_counts = np.zeros(run.size, dtype=np.int32)
-        min_prob = drafter.config.min_prob
-        by_step = res.by_step[step]
-        nb = int(lengths.max(initial=0)) // self.bucket + 1
+        drafter, bucket = self.drafter, self.bucket
+        drafter.begin_step(recs.step, partials)
+        by_step = res.by_step[recs.step]
+        nb = int(recs.lengths.max(initial=0)) // bucket + 1
         pos_sums = np.zeros((5, nb), dtype=np.int64)  # steps, tokens, accepted, drafted, hits
-        while run.size:
-            p = pos[run]
-            budgets = self.strategy.budget.many(p)
-            d = cache.step(ids[run], pend_tokens, pend_counts, budgets, min_prob)
-            offsets = np.asarray(d.offsets)
-            drafted = np.diff(offsets)
-            left = lengths[run] - p
-            at = starts[run] + p
-            acc = accepted_lengths(np.asarray(d.tokens), offsets, data, at, left)
-            produced = np.minimum(acc + 1, left)
-            new = flat_gather(data, at, produced)
+
+        def decide(r: Round) -> np.ndarray:
+            drafted = np.diff(r.draft_offsets)
+            acc = accepted_lengths(r.draft_tokens, r.draft_offsets, recs.responses, r.at,
+                                   r.left)
+            produced = np.minimum(acc + 1, r.left)
             hits = drafted > 0
-            sums = (run.size, int(produced.sum()), int(acc.sum()), int(drafted.sum()),
+            sums = (r.running.size, int(produced.sum()), int(acc.sum()), int(drafted.sum()),
                     int(hits.sum()))
             res.total.add_sums(*sums)
             by_step.add_sums(*sums)
-            b = p // self.bucket
+            b = r.position // bucket
             pos_sums[0] += np.bincount(b, minlength=nb)
             for row, w in ((1, produced), (2, acc), (3, drafted), (4, hits)):
                 pos_sums[row] += np.bincount(b, weights=w, minlength=nb).astype(np.int64)
             bar.update(sums[1])
-            pos[run] = p + produced
-            done = pos[run] >= lengths[run]
-            if done.any():  # their last tokens reach the cache before the next round drafts
-                ends = np.cumsum(produced)
-                for i in np.flatnonzero(done).tolist():
-                    sid = int(ids[run[i]])
-                    cache.extend(sid, new[ends[i] - produced[i]:ends[i]])
-                    cache.finish_sequence(sid)
-                keep = ~done
-                pend_tokens = new[np.repeat(keep, produced)]
-                pend_counts = produced[keep].astype(np.int32)
-                run = run[keep]
-            else:
-                pend_tokens, pend_counts = new, produced.astype(np.int32)
+            return produced
+
+        run_batched_step(drafter.cache, recs, first_id, self.strategy.budget.many,
+                         drafter.config.min_prob, decide)
         for k in np.flatnonzero(pos_sums[0]).tolist():
             res.by_position[k].add_sums(*pos_sums[:, k].tolist())
-        drafter.end_step(step)
+        drafter.end_step(recs.step)
 
 
 class PerSequenceRunner:
