@@ -115,8 +115,26 @@ def baseline_time(lengths: np.ndarray, curve: StepCurve) -> MethodTime:
     return MethodTime(running, seconds if rounds else np.zeros(0), int(lengths.sum()))
 
 
+class RoundCosts:
+    """step_seconds(running, running + X) for X = 0 .. max_draft_tokens * running, one curve
+    query per batch size (the running count only falls within a step, so rounds with the
+    same count share it)."""
+
+    def __init__(self, curve: StepCurve, max_draft_tokens: int):
+        self.curve, self.k_max = curve, max_draft_tokens
+        self.running, self.row = -1, np.zeros(0)
+
+    def __call__(self, running: int) -> np.ndarray:
+        if running != self.running:
+            extra = np.arange(self.k_max * running + 1)
+            self.row = np.asarray(self.curve.step_seconds(running, running + extra),
+                                  dtype=np.float64).reshape(-1)
+            self.running = running
+        return self.row
+
+
 def oracle_lengths(accepted_full: np.ndarray, left: np.ndarray, running: int,
-                   curve: StepCurve) -> np.ndarray:
+                   costs: StepCurve | RoundCosts) -> np.ndarray:
     """The oracle's draft lengths of one round (see the module docstring): the total X in
     [0, sum A_r] maximising (running + X) / step_seconds(running, running + X), the smallest
     on ties, handed out longest-remaining first, each sequence at most its A_r."""
@@ -125,8 +143,11 @@ def oracle_lengths(accepted_full: np.ndarray, left: np.ndarray, running: int,
     if total == 0:
         return np.zeros_like(a)
     x = np.arange(total + 1)
-    goodput = (running + x) / np.asarray(curve.step_seconds(running, running + x))
-    best = int(np.argmax(goodput))
+    if isinstance(costs, RoundCosts):
+        seconds = costs(running)[: total + 1]
+    else:
+        seconds = np.asarray(costs.step_seconds(running, running + x))
+    best = int(np.argmax((running + x) / seconds))
     order = np.argsort(-np.asarray(left), kind="stable")
     before = np.cumsum(a[order]) - a[order]
     k = np.zeros_like(a)
@@ -142,9 +163,10 @@ class _Run:
         self.cache = TreeCache(cfg.cache)
         self.calibrator = AcceptanceCalibrator()
         self.hinge = curve.to_step_cost() if cfg.policy_cost == "hinge" else None
+        self.costs = RoundCosts(curve, cfg.budget.max_draft_tokens)
 
     def run_step(self, recs: StepRecords, first_id: int) -> MethodTime:
-        cfg, curve = self.cfg, self.curve
+        cfg = self.cfg
         k_max = cfg.budget.max_draft_tokens
         running_log: list[int] = []
         seconds_log: list[float] = []
@@ -158,9 +180,10 @@ class _Run:
 
         def decide(r: Round) -> np.ndarray:
             m = r.running.size
+            row = self.costs(m)
             if self.method == "srt":
                 cost = self.hinge if self.hinge is not None else (
-                    lambda t: curve.step_seconds(m, t))
+                    lambda t: row[np.asarray(t, dtype=np.int64) - m])
                 lens, raw_cond = draft_lengths(cfg.budget, self.calibrator, r.draft_probs,
                                                r.draft_offsets, r.position, cost)
                 k = lens.astype(np.int64)
@@ -176,8 +199,8 @@ class _Run:
             else:
                 full_acc = accepted_lengths(r.draft_tokens, r.draft_offsets, recs.responses,
                                             r.at, r.left)
-                k = acc = oracle_lengths(full_acc, r.left, m, curve)
-            sec = float(curve.step_seconds(m, m + int(k.sum())))
+                k = acc = oracle_lengths(full_acc, r.left, m, self.costs)
+            sec = float(row[int(k.sum())])
             if cfg.drafter_time and self.method == "srt":
                 sec += time.perf_counter() - called[0]  # the native call and the policy
             running_log.append(m)
