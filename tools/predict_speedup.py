@@ -149,7 +149,10 @@ def main(argv=None) -> int:
         print(f"predict_speedup: error: {e}", file=sys.stderr)
         return 2
     cfg = a.config
-    print(f"curve {a.curve} ({curve.header.get('source')}, {curve.header.get('hardware', '?')}, "
+    hw = curve.header.get("hardware", "?")
+    if isinstance(hw, dict):  # a structured header: its first named part
+        hw = next((v for v in hw.values() if isinstance(v, str)), "?")
+    print(f"curve {a.curve} ({curve.header.get('source')}, {hw}, "
           f"{curve.header.get('model', '?')})")
     print(f"SRT: cache rule {cfg.cache.rule}, depth {cfg.cache.max_depth}, min_prob "
           f"{cfg.cache.min_prob}; budget {cfg.budget.rule} <= {cfg.budget.max_draft_tokens}, "
