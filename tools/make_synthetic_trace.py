@@ -69,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--zipf must be > 1, got {a.zipf}")
     if a.jump < 0:
         p.error(f"--jump must be >= 0, got {a.jump}")
-    if a.vocab > EOS and a.vocab != EOS:
-        p.error(f"--vocab must be <= {EOS} (the EOS id)")
+    if a.vocab > EOS:
+        p.error(f"--vocab must be <= {EOS}: ids below it are content, {EOS} is the EOS")
     return a
 
 
