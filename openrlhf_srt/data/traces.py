@@ -111,8 +111,9 @@ def parse_record(obj: dict) -> TraceRecord:
     )
 
 
-def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
-    """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
+def iter_numbered_traces(path: str | os.PathLike) -> Iterator[tuple[int, TraceRecord]]:
+    """(line number, record) of every record of a .jsonl or .jsonl.gz trace file, validating
+    every line (for readers that report a later inconsistency by file and line)."""
     path = Path(path)
     for lineno, line in text_lines(path):
         if not line.strip():
@@ -121,6 +122,12 @@ def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
             record = parse_record(parse_json(line))
         except ValueError as e:
             raise TraceFormatError(f"{path}:{lineno}: {e}") from None
+        yield lineno, record
+
+
+def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
+    """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
+    for _, record in iter_numbered_traces(path):
         yield record
 
 
@@ -145,7 +152,7 @@ class TraceWriter:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, *exc) -> None:
