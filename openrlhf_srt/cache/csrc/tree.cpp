@@ -16,21 +16,41 @@ Tree::Tree(int max_depth) : depth_(max_depth) {
 // A node with one child and no occurrence ending at it is not canonical: the child
 // absorbs its edge (the child keeps its index, so running loci pointing at it stay valid).
 void Tree::maybe_merge(uint32_t x) {
-  if (x == 0) return;
+  if (x == 0 || is_leaf(x)) return;
   Node& X = nodes_[x];
   if (X.count != X.cont) return;
   const uint32_t c = only_child(x);
   if (c == NIL) return;
-  Node& C = nodes_[c];
-  C.token = X.token;
+  EdgeRef& C = ref(c);
+  if (!is_leaf(c)) nodes_[c].token = X.token;
   C.set_ref(C.ref_idx() - X.len(), C.len() + X.len());
   replace_child(X.parent, x, c);
   release(x);
 }
 
+uint32_t Tree::leaf_to_node(uint32_t x, uint32_t c) {
+  const Leaf l = leaf(c);
+  const uint32_t n = alloc();
+  nodes_[n] = Node{tok_at(l.ref_seq, l.ref_idx()), 1, 0, NIL, NIL, x, l.ref_seq, l.ref_packed};
+  replace_child(x, c, n);
+  // The single occurrence is in l.ref_seq's text; if it ends at the running end, that
+  // sequence's loci name the leaf.
+  for (uint32_t& locus : seqs_[l.ref_seq].loci)
+    if (locus == c) locus = n;
+  release(c);
+  return n;
+}
+
 // Our occurrence of path(x) is followed by token t (at index p of text `slot`): count the
 // longer occurrence and return the node where it now ends.
 uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
+  if (is_leaf(x)) {  // our own single occurrence: the leaf grows
+    Leaf& L = leaf(x);
+    const uint32_t len = L.len() + 1;
+    L.ref_seq = slot;
+    L.set_ref(p + 1 - len, len);
+    return x;
+  }
   if (x == 0) nodes_[0].count += 1;
   nodes_[x].cont += 1;
   uint32_t prev = NIL;
@@ -44,40 +64,44 @@ uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
       X.set_ref(p + 1 - len, len);
       return x;
     }
-    uint32_t n = alloc();
-    nodes_[n] = Node{t, 1, 0, NIL, NIL, x, slot, 0};
-    nodes_[n].set_ref(p, 1);
+    uint32_t n = alloc_leaf();
+    Leaf& L = leaf(n);
+    L.ref_seq = slot;
+    L.set_ref(p, 1);
+    L.next_sibling = NIL;
     link_sorted(x, n);
     return n;
   }
-  if (nodes_[c].len() == 1) {
+  if (len_of(c) == 1) {
+    if (is_leaf(c)) c = leaf_to_node(x, c);
     nodes_[c].count += 1;
     promote(x, c, prev);
     maybe_merge(x);
     return c;
   }
   Node& X = nodes_[x];
-  Node& C = nodes_[c];
   if (x != 0 && X.count == X.cont && !is_hub(x) && only_child(x) == c) {
     // We were the only occurrence ending at x and x has this one child: slide the
     // boundary one token down instead of splitting (the common lockstep case).
+    EdgeRef& C = ref(c);
     uint32_t xl = X.len();
     X.ref_seq = C.ref_seq;
     X.set_ref(C.ref_idx() - xl, xl + 1);
     X.cont -= 1;
     C.set_ref(C.ref_idx() + 1, C.len() - 1);
-    C.token = edge_tok(C, 0);
+    if (!is_leaf(c)) nodes_[c].token = edge_tok(c, 0);
     return x;
   }
-  uint32_t m = alloc();  // split c after its first token
-  Node& C2 = nodes_[c];
-  nodes_[m] = Node{C2.token, C2.count + 1, C2.count, c, NIL, x, C2.ref_seq, 0};
-  nodes_[m].set_ref(C2.ref_idx(), 1);
-  C2.set_ref(C2.ref_idx() + 1, C2.len() - 1);
-  C2.token = edge_tok(C2, 0);
+  const uint32_t m = alloc();  // split c after its first token
+  const uint32_t cc = count_of(c);
+  EdgeRef& C = ref(c);
+  nodes_[m] = Node{token_of(c), cc + 1, cc, c, NIL, x, C.ref_seq, 0};
+  nodes_[m].set_ref(C.ref_idx(), 1);
+  C.set_ref(C.ref_idx() + 1, C.len() - 1);
+  if (!is_leaf(c)) nodes_[c].token = edge_tok(c, 0);
   replace_child(x, c, m);
-  nodes_[c].parent = m;
-  nodes_[c].next_sibling = NIL;
+  set_parent(c, m);
+  next_of(c) = NIL;
   promote(x, m, prev);
   maybe_merge(x);
   return m;
@@ -116,15 +140,18 @@ void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
     s.toks.push_back(t);
     size_t dmax = std::min<size_t>(p, keep);
     // The loci are scattered nodes: fetch them all before walking (memory-level parallelism).
-    for (size_t d = dmax; d >= 1; --d) __builtin_prefetch(&nodes_[s.loci[d - 1]]);
     for (size_t d = dmax; d >= 1; --d) {
       const uint32_t x = s.loci[d - 1];
-      Node& X = nodes_[x];
+      if (is_leaf(x)) __builtin_prefetch(&leaf(x)); else __builtin_prefetch(&nodes_[x]);
+    }
+    for (size_t d = dmax; d >= 1; --d) {
+      const uint32_t x = s.loci[d - 1];
       uint32_t nx = x;
-      if (X.first_child == NIL && X.count == 1) {  // the common deep case, inlined: our leaf
-        const uint32_t len = X.len() + 1;
-        X.ref_seq = slot;
-        X.set_ref(p + 1 - len, len);
+      if (is_leaf(x)) {  // the common deep case, inlined: our leaf grows
+        Leaf& L = leaf(x);
+        const uint32_t len = L.len() + 1;
+        L.ref_seq = slot;
+        L.set_ref(p + 1 - len, len);
       } else {
         nx = extend(x, slot, p, t);
       }
@@ -155,19 +182,20 @@ void Tree::subtract_path(const std::vector<int32_t>& toks, size_t start, size_t 
     node = child(node, toks[start + depth], nullptr);
     if (node == NIL) throw std::logic_error("tree corrupt: removed path not found");
     path[k++] = node;
-    depth += nodes_[node].len();
+    depth += len_of(node);
   }
   if (start + depth != end) throw std::logic_error("tree corrupt: removed path ends mid-edge");
   nodes_[0].count -= 1;
   nodes_[0].cont -= 1;
-  for (int j = 0; j < k; ++j) {
+  for (int j = 0; j < k; ++j) {  // a leaf (count 1, no child) can only end the path
+    if (is_leaf(path[j])) continue;
     nodes_[path[j]].count -= 1;
     if (j + 1 < k) nodes_[path[j]].cont -= 1;
   }
   for (int j = k - 1; j >= 0; --j) {  // bottom-up: children are fixed before parents
     uint32_t n = path[j];
     uint32_t parent = j > 0 ? path[j - 1] : 0;
-    if (nodes_[n].count == 0) {
+    if (is_leaf(n) || nodes_[n].count == 0) {
       unlink(parent, n);
       release(n);
     } else {
@@ -206,6 +234,7 @@ void Tree::compact() {
     if (!s.running) fresh.finish(s.id);
   }
   fresh.nodes_.shrink_to_fit();
+  fresh.leaves_.shrink_to_fit();
   fresh.epoch_ = epoch_ + 1;
   *this = std::move(fresh);
 }
@@ -214,8 +243,8 @@ Pos Tree::locus_match_slot(uint32_t slot, int cap) const {
   const TSeq& s = seqs_[slot];
   size_t dmax = std::min<size_t>({s.toks.size(), s.loci.size(), static_cast<size_t>(cap)});
   for (size_t d = dmax; d >= 1; --d) {
-    const Node& n = nodes_[s.loci[d - 1]];
-    if (n.cont > 0) return Pos{s.loci[d - 1], n.len(), static_cast<uint32_t>(d)};
+    const uint32_t x = s.loci[d - 1];
+    if (cont_of(x) > 0) return Pos{x, len_of(x), static_cast<uint32_t>(d)};
   }
   return Pos{};
 }
@@ -228,8 +257,8 @@ Pos Tree::context_match(const int32_t* ctx, size_t n, int cap) const {
     uint32_t off = 1;
     bool ok = node != NIL;
     for (size_t i = 1; ok && i < L; ++i) {
-      if (off < nodes_[node].len()) {
-        ok = edge_tok(nodes_[node], off) == q[i];
+      if (off < len_of(node)) {
+        ok = edge_tok(node, off) == q[i];
         ++off;
       } else {
         node = child(node, q[i], nullptr);
@@ -246,41 +275,40 @@ Pos Tree::context_match(const int32_t* ctx, size_t n, int cap) const {
 
 bool Tree::best_next(const Pos& p, int32_t& tok, uint32_t& count, Pos& next) const {
   if (!p.valid()) return false;
-  const Node& n = nodes_[p.node];
   uint32_t c = NIL;
-  if (p.node != 0 && p.off < n.len()) {
-    tok = edge_tok(n, p.off);
-    count = n.count;
+  if (p.node != 0 && p.off < len_of(p.node)) {
+    tok = edge_tok(p.node, p.off);
+    count = count_of(p.node);
     next = Pos{p.node, p.off + 1, p.depth + 1};
     return true;
   }
-  if (p.depth >= static_cast<uint32_t>(depth_) || p.node == 0) return false;
+  if (p.depth >= static_cast<uint32_t>(depth_) || p.node == 0 || is_leaf(p.node)) return false;
   if (is_hub(p.node)) {
     hub(p.node).for_each([&](int32_t, uint32_t k) {
       if (c == NIL || before(k, c)) c = k;
       return true;
     });
   } else {
-    c = n.first_child;
+    c = nodes_[p.node].first_child;
   }
   if (c == NIL) return false;
-  tok = nodes_[c].token;
-  count = nodes_[c].count;
+  tok = token_of(c);
+  count = count_of(c);
   next = Pos{c, 1, p.depth + 1};
   return true;
 }
 
 uint32_t Tree::denom(const Pos& p) const {
   if (!p.valid()) return 0;
-  const Node& n = nodes_[p.node];
-  if (p.node != 0 && p.off < n.len()) return n.count;
+  if (p.node != 0 && p.off < len_of(p.node)) return count_of(p.node);
   if (p.depth >= static_cast<uint32_t>(depth_)) return 0;
-  return n.cont;
+  return cont_of(p.node);
 }
 
 size_t Tree::bytes() const {
   size_t map_bytes = slot_of_.bucket_count() * sizeof(void*) + slot_of_.size() * 32;
-  return sizeof(Tree) + nodes_.capacity() * sizeof(Node) + root_.bytes() + hub_bytes_ +
+  return sizeof(Tree) + nodes_.capacity() * sizeof(Node) + leaves_.capacity() * sizeof(Leaf) +
+         root_.bytes() + hub_bytes_ +
          hubs_.capacity() * sizeof(RootMap) + free_hubs_.capacity() * sizeof(uint32_t) +
          seqs_.capacity() * sizeof(TSeq) + seq_bytes_ + map_bytes;
 }

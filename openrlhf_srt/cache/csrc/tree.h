@@ -28,22 +28,42 @@ constexpr uint32_t NIL = 0xFFFFFFFFu;
 constexpr uint32_t kHubBit = 0x80000000u;
 constexpr int kHubMin = 32;
 
-// 32 bytes. Indices instead of pointers; the edge label is a reference into the tokens of
-// one sequence that contains an occurrence of the node's whole path (invariant).
-struct Node {
-  int32_t token;          // first token of the edge
-  uint32_t count;         // occurrences of the path
-  uint32_t cont;          // occurrences followed by a token = sum of children's counts
-  uint32_t first_child;   // children sorted by (count desc, token asc); root, hubs: RootMap
-  uint32_t next_sibling;  // also the free-list link
-  uint32_t parent;
+// An edge label: a reference into the tokens of one sequence that contains an occurrence
+// of the node's whole path (invariant), so the tokens above the edge precede it there.
+struct EdgeRef {
   uint32_t ref_seq;       // slot of the sequence holding the edge label
   uint32_t ref_packed;    // ref index (24 bits) << 8 | edge length (8 bits)
   uint32_t ref_idx() const { return ref_packed >> 8; }
   uint32_t len() const { return ref_packed & 0xFFu; }
   void set_ref(uint32_t idx, uint32_t length) { ref_packed = (idx << 8) | length; }
 };
+
+// 32 bytes. Indices instead of pointers.
+struct Node : EdgeRef {
+  int32_t token;          // first token of the edge
+  uint32_t count;         // occurrences of the path
+  uint32_t cont;          // occurrences followed by a token = sum of children's counts
+  uint32_t first_child;   // children sorted by (count desc, token asc); root, hubs: RootMap
+  uint32_t next_sibling;  // also the free-list link
+  uint32_t parent;
+  Node() = default;
+  Node(int32_t t, uint32_t n, uint32_t c, uint32_t first, uint32_t next, uint32_t par,
+       uint32_t seq, uint32_t packed)
+      : EdgeRef{seq, packed}, token(t), count(n), cont(c), first_child(first),
+        next_sibling(next), parent(par) {}
+};
 static_assert(sizeof(Node) == 32, "Node must stay 32 bytes");
+
+// 12 bytes: a childless node with a single occurrence (count 1, cont 0), most of every
+// depth-bounded suffix tree (about one per start position whose max_depth-gram is unique).
+// Its token is its edge's first token, its parent is never needed: a leaf turns into a Node
+// (where its parent is known) before it gets a second occurrence or a child. Index space:
+// kLeafBit | index into leaves_; its edge references the text of that single occurrence.
+constexpr uint32_t kLeafBit = 0x40000000u;
+struct Leaf : EdgeRef {
+  uint32_t next_sibling;  // also the free-list link
+};
+static_assert(sizeof(Leaf) == 12, "Leaf must stay 12 bytes");
 
 // A position in the tree: `off` tokens of node's edge consumed (off == len: at the node).
 struct Pos {
@@ -75,10 +95,11 @@ class Tree {
   void push_slot(uint32_t slot, const int32_t* toks, size_t n);
   void finish(int64_t id);  // keeps the text, frees the running loci
   void remove(int64_t id);  // subtracts every occurrence of the text exactly
-  // Drop growth slack (> 1/8) once nothing runs: one copy of the node array, small next to
-  // the cost of inserting the sequence that made it grow.
+  // Drop growth slack (> 1/8) once nothing runs: one copy of the node arrays, small next to
+  // the cost of inserting the sequence that made them grow.
   void shrink() {
     if (nodes_.capacity() * 7 > nodes_.size() * 8) nodes_.shrink_to_fit();
+    if (leaves_.capacity() * 7 > leaves_.size() * 8) leaves_.shrink_to_fit();
   }
   const std::vector<int32_t>& text(int64_t id) const { return seqs_[slot_of_.at(id)].toks; }
 
@@ -98,7 +119,9 @@ class Tree {
   void for_each_next(const Pos& p, F&& f) const;
 
   size_t bytes() const;
-  size_t num_nodes() const { return nodes_.size() - free_count_ - 1; }
+  size_t num_nodes() const {
+    return nodes_.size() - free_count_ - 1 + leaves_.size() - free_leaf_count_;
+  }
   size_t live_tokens() const { return live_tokens_; }
   size_t num_hubs() const { return hubs_.size() - free_hubs_.size(); }
   size_t num_seqs() const { return slot_of_.size(); }
@@ -109,7 +132,34 @@ class Tree {
 
  private:
   int32_t tok_at(uint32_t seq, uint32_t idx) const { return seqs_[seq].toks[idx]; }
+  // Any node index, Node or Leaf (never NIL: it has kLeafBit set too).
+  static bool is_leaf(uint32_t x) { return (x & kLeafBit) != 0; }
+  Leaf& leaf(uint32_t x) { return leaves_[x & ~kLeafBit]; }
+  const Leaf& leaf(uint32_t x) const { return leaves_[x & ~kLeafBit]; }
+  EdgeRef& ref(uint32_t x) {
+    return is_leaf(x) ? static_cast<EdgeRef&>(leaf(x)) : static_cast<EdgeRef&>(nodes_[x]);
+  }
+  const EdgeRef& ref(uint32_t x) const {
+    return is_leaf(x) ? static_cast<const EdgeRef&>(leaf(x))
+                      : static_cast<const EdgeRef&>(nodes_[x]);
+  }
+  uint32_t count_of(uint32_t x) const { return is_leaf(x) ? 1 : nodes_[x].count; }
+  uint32_t cont_of(uint32_t x) const { return is_leaf(x) ? 0 : nodes_[x].cont; }
+  uint32_t len_of(uint32_t x) const { return ref(x).len(); }
+  int32_t token_of(uint32_t x) const {
+    if (!is_leaf(x)) return nodes_[x].token;
+    const Leaf& l = leaf(x);
+    return tok_at(l.ref_seq, l.ref_idx());
+  }
+  uint32_t& next_of(uint32_t x) { return is_leaf(x) ? leaf(x).next_sibling : nodes_[x].next_sibling; }
+  uint32_t next_of(uint32_t x) const {
+    return is_leaf(x) ? leaf(x).next_sibling : nodes_[x].next_sibling;
+  }
+  void set_parent(uint32_t c, uint32_t x) {
+    if (!is_leaf(c)) nodes_[c].parent = x;
+  }
   bool is_hub(uint32_t x) const {
+    if (is_leaf(x)) return false;
     const uint32_t f = nodes_[x].first_child;
     return f != NIL && (f & kHubBit);
   }
@@ -120,14 +170,20 @@ class Tree {
   uint32_t only_child(uint32_t x) const;  // the single child, NIL if none or several
   // Children of x in sibling order (count desc, token asc), hubs included.
   void sorted_children(uint32_t x, std::vector<uint32_t>& out) const;
-  int32_t edge_tok(const Node& n, uint32_t k) const { return tok_at(n.ref_seq, n.ref_idx() + k); }
+  int32_t edge_tok(uint32_t x, uint32_t k) const {
+    const EdgeRef& r = ref(x);
+    return tok_at(r.ref_seq, r.ref_idx() + k);
+  }
   bool before(uint32_t a, uint32_t b) const {  // sibling order
-    const Node& x = nodes_[a];
-    const Node& y = nodes_[b];
-    return x.count > y.count || (x.count == y.count && x.token < y.token);
+    const uint32_t ca = count_of(a), cb = count_of(b);
+    return ca > cb || (ca == cb && token_of(a) < token_of(b));
   }
   uint32_t alloc();
-  void release(uint32_t n);
+  uint32_t alloc_leaf();
+  void release(uint32_t n);  // a Node or a Leaf
+  // The leaf c (child of x) gets a second occurrence: it becomes a Node, same place among
+  // x's children; the running loci naming it are renamed. Returns the Node.
+  uint32_t leaf_to_node(uint32_t x, uint32_t c);
   uint32_t child(uint32_t x, int32_t t, uint32_t* prev) const;
   void link_sorted(uint32_t x, uint32_t c);
   void unlink(uint32_t x, uint32_t c);
@@ -145,6 +201,9 @@ class Tree {
   std::vector<Node> nodes_;  // nodes_[0] is the root
   uint32_t free_head_ = NIL;
   size_t free_count_ = 0;
+  std::vector<Leaf> leaves_;
+  uint32_t free_leaf_head_ = NIL;
+  size_t free_leaf_count_ = 0;
   RootMap root_;
   std::vector<TSeq> seqs_;
   std::unordered_map<int64_t, uint32_t> slot_of_;
@@ -160,15 +219,14 @@ class Tree {
 template <class F>
 void Tree::for_each_next(const Pos& p, F&& f) const {
   if (!p.valid()) return;
-  const Node& n = nodes_[p.node];
-  if (p.node != 0 && p.off < n.len()) {  // inside an edge: one continuation, probability 1
-    f(edge_tok(n, p.off), n.count, Pos{p.node, p.off + 1, p.depth + 1});
+  if (p.node != 0 && p.off < len_of(p.node)) {  // inside an edge: one continuation, probability 1
+    f(edge_tok(p.node, p.off), count_of(p.node), Pos{p.node, p.off + 1, p.depth + 1});
     return;
   }
-  if (p.depth >= static_cast<uint32_t>(depth_)) return;
+  if (p.depth >= static_cast<uint32_t>(depth_) || is_leaf(p.node)) return;
   if (p.node == 0) {  // root children are unordered; drafting never starts at the root
     root_.for_each([&](int32_t t, uint32_t c) {
-      return f(t, nodes_[c].count, Pos{c, 1, 1});
+      return f(t, count_of(c), Pos{c, 1, 1});
     });
     return;
   }
@@ -176,11 +234,11 @@ void Tree::for_each_next(const Pos& p, F&& f) const {
     std::vector<uint32_t> kids;
     sorted_children(p.node, kids);
     for (uint32_t c : kids)
-      if (!f(nodes_[c].token, nodes_[c].count, Pos{c, 1, p.depth + 1})) return;
+      if (!f(token_of(c), count_of(c), Pos{c, 1, p.depth + 1})) return;
     return;
   }
-  for (uint32_t c = n.first_child; c != NIL; c = nodes_[c].next_sibling) {
-    if (!f(nodes_[c].token, nodes_[c].count, Pos{c, 1, p.depth + 1})) return;
+  for (uint32_t c = nodes_[p.node].first_child; c != NIL; c = next_of(c)) {
+    if (!f(token_of(c), count_of(c), Pos{c, 1, p.depth + 1})) return;
   }
 }
 
