@@ -42,9 +42,17 @@ SeqInfo* Cache::find_seq(int64_t seq) {
   return nullptr;
 }
 
+size_t Cache::entry_bytes(const PromptEntry& e) {
+  return e.prompt.capacity() * sizeof(int32_t) + e.seqs.capacity() * sizeof(int64_t) +
+         sizeof(PromptEntry) + 48;
+}
+
+size_t Cache::prompt_table_bytes() const {
+  return prompts_.size() * 32 + prompts_.bucket_count() * sizeof(void*);
+}
+
 void Cache::remeasure(PromptEntry& e) {
-  size_t now = e.tree.bytes() + e.prompt.capacity() * sizeof(int32_t) +
-               e.seqs.capacity() * sizeof(int64_t) + sizeof(PromptEntry) + 48;
+  size_t now = e.tree.bytes() + entry_bytes(e);
   prompt_bytes_ = prompt_bytes_ + now - e.bytes;
   e.bytes = now;
 }
@@ -53,7 +61,7 @@ Cache::Bytes Cache::bytes_by_part() const {
   // Hash-map nodes: key + value + next pointer + cached hash, rounded to the allocator's 16.
   const size_t seq_node = (sizeof(int64_t) + sizeof(SeqInfo) + 16 + 15) / 16 * 16;
   Bytes b;
-  b.prompts = prompt_bytes_ + prompts_.size() * 32 + prompts_.bucket_count() * sizeof(void*);
+  b.prompts = prompt_bytes_ + prompt_table_bytes();
   b.global = global_.bytes();
   b.detached = detached_ * seq_node;
   // the record table and the cache object itself (its global tree counted in b.global)

@@ -43,6 +43,25 @@ Stats Cache::stats() {
   return s;
 }
 
+std::vector<std::pair<std::string, size_t>> Cache::memory() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TreeBytes pb, gb;
+  size_t entries = prompt_table_bytes();
+  for (auto& [key, e] : prompts_) {
+    e->tree.add_bytes(pb);
+    entries += entry_bytes(*e);
+  }
+  global_.add_bytes(gb);
+  const Bytes b = bytes_by_part();
+  std::vector<std::pair<std::string, size_t>> out;
+  for_each_part(pb, [&](const char* name, size_t v) { out.emplace_back(std::string("prompt_") + name, v); });
+  for_each_part(gb, [&](const char* name, size_t v) { out.emplace_back(std::string("global_") + name, v); });
+  out.emplace_back("prompt_entries", entries);
+  out.emplace_back("records", b.records);
+  out.emplace_back("detached", b.detached);
+  return out;
+}
+
 std::string Cache::check() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string err = global_.check();

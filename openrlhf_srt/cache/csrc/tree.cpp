@@ -305,12 +305,35 @@ uint32_t Tree::denom(const Pos& p) const {
   return cont_of(p.node);
 }
 
+size_t Tree::slot_map_bytes() const {
+  return slot_of_.bucket_count() * sizeof(void*) + slot_of_.size() * 32;
+}
+
+size_t Tree::child_table_bytes() const {
+  return root_.bytes() + hub_bytes_ + hubs_.capacity() * sizeof(RootMap) +
+         free_hubs_.capacity() * sizeof(uint32_t);
+}
+
 size_t Tree::bytes() const {
-  size_t map_bytes = slot_of_.bucket_count() * sizeof(void*) + slot_of_.size() * 32;
   return sizeof(Tree) + nodes_.capacity() * sizeof(Node) + leaves_.capacity() * sizeof(Leaf) +
-         root_.bytes() + hub_bytes_ +
-         hubs_.capacity() * sizeof(RootMap) + free_hubs_.capacity() * sizeof(uint32_t) +
-         seqs_.capacity() * sizeof(TSeq) + seq_bytes_ + map_bytes;
+         child_table_bytes() + seqs_.capacity() * sizeof(TSeq) + seq_bytes_ + slot_map_bytes();
+}
+
+void Tree::add_bytes(TreeBytes& b) const {
+  const size_t live_nodes = nodes_.size() - free_count_;
+  const size_t live_leaves = leaves_.size() - free_leaf_count_;
+  b.nodes += live_nodes * sizeof(Node);
+  b.node_slack += (nodes_.capacity() - live_nodes) * sizeof(Node);
+  b.leaves += live_leaves * sizeof(Leaf);
+  b.leaf_slack += (leaves_.capacity() - live_leaves) * sizeof(Leaf);
+  for (const TSeq& s : seqs_) {
+    b.texts += s.toks.capacity() * sizeof(int32_t);
+    b.loci += s.loci.capacity() * sizeof(uint32_t);
+  }
+  b.seq_records += seqs_.capacity() * sizeof(TSeq);
+  b.slot_map += slot_map_bytes();
+  b.child_tables += child_table_bytes();
+  b.fixed += sizeof(Tree);
 }
 
 }  // namespace srt

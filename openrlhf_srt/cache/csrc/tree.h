@@ -81,6 +81,33 @@ struct TSeq {
   bool running = true;
 };
 
+// Where a tree's bytes are; their sum is Tree::bytes(). Names as for_each_part gives them.
+struct TreeBytes {
+  size_t nodes = 0;         // live Nodes (the root included), 32 bytes each
+  size_t node_slack = 0;    // Node array capacity beyond them (growth, free list)
+  size_t leaves = 0;        // live Leaves, 12 bytes each
+  size_t leaf_slack = 0;    // Leaf array capacity beyond them
+  size_t texts = 0;         // token arrays of the sequences (by capacity)
+  size_t loci = 0;          // running sequences' locus arrays
+  size_t seq_records = 0;   // the sequence table (TSeq) by capacity
+  size_t slot_map = 0;      // id -> slot hash map
+  size_t child_tables = 0;  // the root's and the hubs' token -> child tables
+  size_t fixed = 0;         // the Tree object
+};
+template <class F>
+void for_each_part(const TreeBytes& b, F&& f) {
+  f("nodes", b.nodes);
+  f("node_slack", b.node_slack);
+  f("leaves", b.leaves);
+  f("leaf_slack", b.leaf_slack);
+  f("texts", b.texts);
+  f("loci", b.loci);
+  f("seq_records", b.seq_records);
+  f("slot_map", b.slot_map);
+  f("child_tables", b.child_tables);
+  f("fixed", b.fixed);
+}
+
 class Tree {
  public:
   explicit Tree(int max_depth);
@@ -119,6 +146,7 @@ class Tree {
   void for_each_next(const Pos& p, F&& f) const;
 
   size_t bytes() const;
+  void add_bytes(TreeBytes& b) const;  // adds this tree's parts (slow: visits every sequence)
   size_t num_nodes() const {
     return nodes_.size() - free_count_ - 1 + leaves_.size() - free_leaf_count_;
   }
@@ -178,6 +206,8 @@ class Tree {
     const uint32_t ca = count_of(a), cb = count_of(b);
     return ca > cb || (ca == cb && token_of(a) < token_of(b));
   }
+  size_t slot_map_bytes() const;
+  size_t child_table_bytes() const;
   uint32_t alloc();
   uint32_t alloc_leaf();
   void release(uint32_t n);  // a Node or a Leaf
