@@ -10,28 +10,43 @@ namespace srt {
 Tree::Tree(int max_depth) : depth_(max_depth) {
   if (max_depth < 1 || max_depth > kMaxDepthLimit)
     throw std::invalid_argument("max_depth must be in [1, " + std::to_string(kMaxDepthLimit) + "]");
-  nodes_.push_back(Node{-1, 0, 0, NIL, NIL, NIL, 0, 0});
+  nodes_.push_back(Node{-1, 0, 0, NIL, NIL, 0, 0});
 }
 
-// A node with one child and no occurrence ending at it is not canonical: the child
-// absorbs its edge (the child keeps its index, so running loci pointing at it stay valid).
-void Tree::maybe_merge(uint32_t x) {
-  if (x == 0 || is_leaf(x)) return;
-  Node& X = nodes_[x];
-  if (X.count != X.cont) return;
+bool Tree::mergeable(uint32_t x) const {
+  if (x == 0 || is_leaf(x)) return false;
+  const Node& X = nodes_[x];
+  return X.count == X.cont && only_child(x) != NIL;
+}
+
+// The child absorbs x's edge (the child keeps its index, so running loci pointing at it
+// stay valid; none points at x: no occurrence ends there).
+void Tree::merge(uint32_t parent, uint32_t x) {
   const uint32_t c = only_child(x);
-  if (c == NIL) return;
+  const Node& X = nodes_[x];
   EdgeRef& C = ref(c);
   if (!is_leaf(c)) nodes_[c].token = X.token;
   C.set_ref(C.ref_idx() - X.len(), C.len() + X.len());
-  replace_child(X.parent, x, c);
+  replace_child(parent, x, c);
   release(x);
+}
+
+uint32_t Tree::parent_of(uint32_t x, const int32_t* path, uint32_t d) const {
+  uint32_t node = 0;
+  for (uint32_t depth = 0; depth < d;) {
+    const uint32_t c = child(node, path[depth], nullptr);
+    if (c == x) return node;
+    if (c == NIL) break;
+    depth += len_of(c);
+    node = c;
+  }
+  throw std::logic_error("tree corrupt: a node is not on its path");
 }
 
 uint32_t Tree::leaf_to_node(uint32_t x, uint32_t c) {
   const Leaf l = leaf(c);
   const uint32_t n = alloc();
-  nodes_[n] = Node{tok_at(l.ref_seq, l.ref_idx()), 1, 0, NIL, NIL, x, l.ref_seq, l.ref_packed};
+  nodes_[n] = Node{tok_at(l.ref_seq, l.ref_idx()), 1, 0, NIL, NIL, l.ref_seq, l.ref_packed};
   replace_child(x, c, n);
   // The single occurrence is in l.ref_seq's text; if it ends at the running end, that
   // sequence's loci name the leaf.
@@ -41,9 +56,9 @@ uint32_t Tree::leaf_to_node(uint32_t x, uint32_t c) {
   return n;
 }
 
-// Our occurrence of path(x) is followed by token t (at index p of text `slot`): count the
-// longer occurrence and return the node where it now ends.
-uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
+// Our occurrence of path(x) (d tokens) is followed by token t (at index p of text `slot`):
+// count the longer occurrence and return the node where it now ends.
+uint32_t Tree::extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t t) {
   if (is_leaf(x)) {  // our own single occurrence: the leaf grows
     Leaf& L = leaf(x);
     const uint32_t len = L.len() + 1;
@@ -76,7 +91,7 @@ uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
     if (is_leaf(c)) c = leaf_to_node(x, c);
     nodes_[c].count += 1;
     promote(x, c, prev);
-    maybe_merge(x);
+    if (mergeable(x)) merge(parent_of(x, seqs_[slot].toks.data() + (p - d), d), x);
     return c;
   }
   Node& X = nodes_[x];
@@ -95,15 +110,14 @@ uint32_t Tree::extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t) {
   const uint32_t m = alloc();  // split c after its first token
   const uint32_t cc = count_of(c);
   EdgeRef& C = ref(c);
-  nodes_[m] = Node{token_of(c), cc + 1, cc, c, NIL, x, C.ref_seq, 0};
+  nodes_[m] = Node{token_of(c), cc + 1, cc, c, NIL, C.ref_seq, 0};
   nodes_[m].set_ref(C.ref_idx(), 1);
   C.set_ref(C.ref_idx() + 1, C.len() - 1);
   if (!is_leaf(c)) nodes_[c].token = edge_tok(c, 0);
   replace_child(x, c, m);
-  set_parent(c, m);
   next_of(c) = NIL;
   promote(x, m, prev);
-  maybe_merge(x);
+  if (mergeable(x)) merge(parent_of(x, seqs_[slot].toks.data() + (p - d), d), x);
   return m;
 }
 
@@ -153,11 +167,11 @@ void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
         L.ref_seq = slot;
         L.set_ref(p + 1 - len, len);
       } else {
-        nx = extend(x, slot, p, t);
+        nx = extend(x, static_cast<uint32_t>(d), slot, p, t);
       }
       if (d < keep) s.loci[d] = nx;
     }
-    uint32_t first = extend(0, slot, p, t);
+    uint32_t first = extend(0, 0, slot, p, t);
     if (keep) s.loci[0] = first;
   }
   live_tokens_ += n;
@@ -200,7 +214,7 @@ void Tree::subtract_path(const std::vector<int32_t>& toks, size_t start, size_t 
       release(n);
     } else {
       reposition(parent, n);
-      maybe_merge(n);
+      if (mergeable(n)) merge(parent, n);
     }
   }
 }

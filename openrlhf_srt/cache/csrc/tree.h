@@ -38,27 +38,27 @@ struct EdgeRef {
   void set_ref(uint32_t idx, uint32_t length) { ref_packed = (idx << 8) | length; }
 };
 
-// 32 bytes. Indices instead of pointers.
+// 28 bytes. Indices instead of pointers. No parent: the one operation that needs it (a
+// merge) finds it by walking the node's path from the root.
 struct Node : EdgeRef {
   int32_t token;          // first token of the edge
   uint32_t count;         // occurrences of the path
   uint32_t cont;          // occurrences followed by a token = sum of children's counts
   uint32_t first_child;   // children sorted by (count desc, token asc); root, hubs: RootMap
   uint32_t next_sibling;  // also the free-list link
-  uint32_t parent;
   Node() = default;
-  Node(int32_t t, uint32_t n, uint32_t c, uint32_t first, uint32_t next, uint32_t par,
-       uint32_t seq, uint32_t packed)
+  Node(int32_t t, uint32_t n, uint32_t c, uint32_t first, uint32_t next, uint32_t seq,
+       uint32_t packed)
       : EdgeRef{seq, packed}, token(t), count(n), cont(c), first_child(first),
-        next_sibling(next), parent(par) {}
+        next_sibling(next) {}
 };
-static_assert(sizeof(Node) == 32, "Node must stay 32 bytes");
+static_assert(sizeof(Node) == 28, "Node must stay 28 bytes");
 
 // 12 bytes: a childless node with a single occurrence (count 1, cont 0), most of every
 // depth-bounded suffix tree (about one per start position whose max_depth-gram is unique).
-// Its token is its edge's first token, its parent is never needed: a leaf turns into a Node
-// (where its parent is known) before it gets a second occurrence or a child. Index space:
-// kLeafBit | index into leaves_; its edge references the text of that single occurrence.
+// Its token is its edge's first token. A leaf turns into a Node before it gets a second
+// occurrence or a child. Index space: kLeafBit | index into leaves_; its edge references
+// the text of that single occurrence.
 constexpr uint32_t kLeafBit = 0x40000000u;
 struct Leaf : EdgeRef {
   uint32_t next_sibling;  // also the free-list link
@@ -183,9 +183,6 @@ class Tree {
   uint32_t next_of(uint32_t x) const {
     return is_leaf(x) ? leaf(x).next_sibling : nodes_[x].next_sibling;
   }
-  void set_parent(uint32_t c, uint32_t x) {
-    if (!is_leaf(c)) nodes_[c].parent = x;
-  }
   bool is_hub(uint32_t x) const {
     if (is_leaf(x)) return false;
     const uint32_t f = nodes_[x].first_child;
@@ -220,12 +217,16 @@ class Tree {
   void replace_child(uint32_t x, uint32_t old_c, uint32_t new_c);
   void promote(uint32_t x, uint32_t c, uint32_t prev);
   void reposition(uint32_t x, uint32_t c);
-  void maybe_merge(uint32_t x);
-  uint32_t extend(uint32_t x, uint32_t slot, uint32_t p, int32_t t);
+  // A node with one child and no occurrence ending at it is not canonical: merge it.
+  bool mergeable(uint32_t x) const;
+  void merge(uint32_t parent, uint32_t x);
+  // The parent of x, whose path is the d tokens at `path` (a walk from the root).
+  uint32_t parent_of(uint32_t x, const int32_t* path, uint32_t d) const;
+  uint32_t extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t t);
   void subtract_path(const std::vector<int32_t>& toks, size_t start, size_t end);
   void compact();
   void note_seq_bytes(TSeq& s, size_t before);
-  std::string check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& path) const;
+  std::string check_node(uint32_t n, std::vector<int32_t>& path) const;
 
   int depth_;
   std::vector<Node> nodes_;  // nodes_[0] is the root

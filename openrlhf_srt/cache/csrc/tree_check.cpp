@@ -11,12 +11,11 @@ namespace srt {
     if (!(cond)) return "node " + std::to_string(n) + ": violated " + std::string(#cond); \
   } while (0)
 
-std::string Tree::check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& path) const {
+std::string Tree::check_node(uint32_t n, std::vector<int32_t>& path) const {
   if (is_leaf(n)) {
     SRT_REQUIRE((n & ~kLeafBit) < leaves_.size());
   } else {
     SRT_REQUIRE(n < nodes_.size());
-    SRT_REQUIRE(nodes_[n].parent == parent);
   }
   const EdgeRef& x = ref(n);
   const uint32_t count = count_of(n), cont = cont_of(n);
@@ -49,7 +48,7 @@ std::string Tree::check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& 
   SRT_REQUIRE(kids.size() >= 2 || count > cont);  // canonical
   for (uint32_t k = 0; k < x.len(); ++k) path.push_back(ref[x.ref_idx() + k]);
   for (uint32_t c : kids) {
-    std::string err = check_node(c, n, path);
+    std::string err = check_node(c, path);
     if (!err.empty()) return err;
   }
   path.resize(path.size() - x.len());
@@ -67,7 +66,7 @@ std::string Tree::check() const {
   root_.for_each([&](int32_t t, uint32_t c) {
     sum += count_of(c);
     if (token_of(c) != t) err = "root map key differs from child token";
-    if (err.empty()) err = check_node(c, 0, path);
+    if (err.empty()) err = check_node(c, path);
     return err.empty();
   });
   if (!err.empty()) return err;

@@ -42,7 +42,7 @@ void Tree::release(uint32_t n) {
     return;
   }
   if (is_hub(n)) drop_hub(n);
-  nodes_[n] = Node{-1, 0, 0, NIL, free_head_, NIL, 0, 0};
+  nodes_[n] = Node{-1, 0, 0, NIL, free_head_, 0, 0};
   free_head_ = n;
   ++free_count_;
 }
@@ -114,7 +114,6 @@ uint32_t Tree::child(uint32_t x, int32_t t, uint32_t* prev) const {
 }
 
 void Tree::link_sorted(uint32_t x, uint32_t c) {
-  set_parent(c, x);
   if (x == 0) { root_.insert(token_of(c), c); return; }
   if (is_hub(x)) {
     RootMap& m = hub(x);
@@ -147,7 +146,6 @@ void Tree::unlink(uint32_t x, uint32_t c) {
 }
 
 void Tree::replace_child(uint32_t x, uint32_t old_c, uint32_t new_c) {
-  set_parent(new_c, x);
   if (x == 0) { root_.set(token_of(new_c), new_c); return; }
   if (is_hub(x)) {
     hub(x).set(token_of(new_c), new_c);
