@@ -10,7 +10,7 @@ namespace srt {
 Tree::Tree(int max_depth) : depth_(max_depth) {
   if (max_depth < 1 || max_depth > kMaxDepthLimit)
     throw std::invalid_argument("max_depth must be in [1, " + std::to_string(kMaxDepthLimit) + "]");
-  nodes_.push_back(Node{-1, 0, 0, NIL, NIL, 0, 0});
+  nodes_.push_back(Node{0, 0, NIL, NIL, 0, 0});
 }
 
 bool Tree::mergeable(uint32_t x) const {
@@ -25,7 +25,6 @@ void Tree::merge(uint32_t parent, uint32_t x) {
   const uint32_t c = only_child(x);
   const Node& X = nodes_[x];
   EdgeRef& C = ref(c);
-  if (!is_leaf(c)) nodes_[c].token = X.token;
   C.set_ref(C.ref_idx() - X.len(), C.len() + X.len());
   replace_child(parent, x, c);
   release(x);
@@ -46,7 +45,7 @@ uint32_t Tree::parent_of(uint32_t x, const int32_t* path, uint32_t d) const {
 uint32_t Tree::leaf_to_node(uint32_t x, uint32_t c) {
   const Leaf l = leaf(c);
   const uint32_t n = alloc();
-  nodes_[n] = Node{tok_at(l.ref_seq, l.ref_idx()), 1, 0, NIL, NIL, l.ref_seq, l.ref_packed};
+  nodes_[n] = Node{1, 0, NIL, NIL, l.ref_seq, l.ref_packed};
   replace_child(x, c, n);
   // The single occurrence is in l.ref_seq's text; if it ends at the running end, that
   // sequence's loci name the leaf.
@@ -104,16 +103,14 @@ uint32_t Tree::extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t
     X.set_ref(C.ref_idx() - xl, xl + 1);
     X.cont -= 1;
     C.set_ref(C.ref_idx() + 1, C.len() - 1);
-    if (!is_leaf(c)) nodes_[c].token = edge_tok(c, 0);
     return x;
   }
   const uint32_t m = alloc();  // split c after its first token
   const uint32_t cc = count_of(c);
   EdgeRef& C = ref(c);
-  nodes_[m] = Node{token_of(c), cc + 1, cc, c, NIL, C.ref_seq, 0};
+  nodes_[m] = Node{cc + 1, cc, c, NIL, C.ref_seq, 0};
   nodes_[m].set_ref(C.ref_idx(), 1);
   C.set_ref(C.ref_idx() + 1, C.len() - 1);
-  if (!is_leaf(c)) nodes_[c].token = edge_tok(c, 0);
   replace_child(x, c, m);
   next_of(c) = NIL;
   promote(x, m, prev);

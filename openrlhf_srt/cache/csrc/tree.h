@@ -38,25 +38,23 @@ struct EdgeRef {
   void set_ref(uint32_t idx, uint32_t length) { ref_packed = (idx << 8) | length; }
 };
 
-// 28 bytes. Indices instead of pointers. No parent: the one operation that needs it (a
-// merge) finds it by walking the node's path from the root.
+// 24 bytes. Indices instead of pointers. No token: it is the edge's first token, read from
+// the text. No parent: the one operation that needs it (a merge) finds it by walking the
+// node's path from the root.
 struct Node : EdgeRef {
-  int32_t token;          // first token of the edge
   uint32_t count;         // occurrences of the path
   uint32_t cont;          // occurrences followed by a token = sum of children's counts
   uint32_t first_child;   // children sorted by (count desc, token asc); root, hubs: RootMap
   uint32_t next_sibling;  // also the free-list link
   Node() = default;
-  Node(int32_t t, uint32_t n, uint32_t c, uint32_t first, uint32_t next, uint32_t seq,
-       uint32_t packed)
-      : EdgeRef{seq, packed}, token(t), count(n), cont(c), first_child(first),
-        next_sibling(next) {}
+  Node(uint32_t n, uint32_t c, uint32_t first, uint32_t next, uint32_t seq, uint32_t packed)
+      : EdgeRef{seq, packed}, count(n), cont(c), first_child(first), next_sibling(next) {}
 };
-static_assert(sizeof(Node) == 28, "Node must stay 28 bytes");
+static_assert(sizeof(Node) == 24, "Node must stay 24 bytes");
 
 // 12 bytes: a childless node with a single occurrence (count 1, cont 0), most of every
 // depth-bounded suffix tree (about one per start position whose max_depth-gram is unique).
-// Its token is its edge's first token. A leaf turns into a Node before it gets a second
+// A leaf turns into a Node before it gets a second
 // occurrence or a child. Index space: kLeafBit | index into leaves_; its edge references
 // the text of that single occurrence.
 constexpr uint32_t kLeafBit = 0x40000000u;
@@ -174,10 +172,9 @@ class Tree {
   uint32_t count_of(uint32_t x) const { return is_leaf(x) ? 1 : nodes_[x].count; }
   uint32_t cont_of(uint32_t x) const { return is_leaf(x) ? 0 : nodes_[x].cont; }
   uint32_t len_of(uint32_t x) const { return ref(x).len(); }
-  int32_t token_of(uint32_t x) const {
-    if (!is_leaf(x)) return nodes_[x].token;
-    const Leaf& l = leaf(x);
-    return tok_at(l.ref_seq, l.ref_idx());
+  int32_t token_of(uint32_t x) const {  // the edge's first token (x is not the root)
+    const EdgeRef& r = ref(x);
+    return tok_at(r.ref_seq, r.ref_idx());
   }
   uint32_t& next_of(uint32_t x) { return is_leaf(x) ? leaf(x).next_sibling : nodes_[x].next_sibling; }
   uint32_t next_of(uint32_t x) const {

@@ -30,7 +30,6 @@ std::string Tree::check_node(uint32_t n, std::vector<int32_t>& path) const {
   SRT_REQUIRE(x.ref_idx() >= path.size());
   for (size_t i = 0; i < path.size(); ++i)  // the reference is an occurrence of the whole path
     SRT_REQUIRE(ref[x.ref_idx() - path.size() + i] == path[i]);
-  SRT_REQUIRE(ref[x.ref_idx()] == token_of(n));
   uint64_t sum = 0;
   std::vector<uint32_t> kids;
   sorted_children(n, kids);

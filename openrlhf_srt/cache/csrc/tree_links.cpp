@@ -42,7 +42,7 @@ void Tree::release(uint32_t n) {
     return;
   }
   if (is_hub(n)) drop_hub(n);
-  nodes_[n] = Node{-1, 0, 0, NIL, free_head_, 0, 0};
+  nodes_[n] = Node{0, 0, NIL, free_head_, 0, 0};
   free_head_ = n;
   ++free_count_;
 }
