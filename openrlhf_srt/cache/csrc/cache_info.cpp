@@ -115,14 +115,16 @@ State Cache::export_state() {
     s.prompt_tokens.insert(s.prompt_tokens.end(), e.prompt.begin(), e.prompt.end());
     for (int64_t id : e.seqs) {
       const SeqInfo& info = seqs_.at(id);
-      const std::vector<int32_t>& resp = global_.text(id);
+      const uint32_t slot = global_.slot(id);
+      const int32_t* resp = global_.text_data(slot);
+      const size_t len = global_.text_size(slot);
       s.seq_ids.push_back(id);
       s.seq_keys.push_back(key);
       s.steps.push_back(info.step);
       s.tags.push_back(static_cast<uint8_t>(info.tag));
       s.running.push_back(info.running ? 1 : 0);
-      s.response_lens.push_back(static_cast<uint32_t>(resp.size()));
-      s.response_tokens.insert(s.response_tokens.end(), resp.begin(), resp.end());
+      s.response_lens.push_back(static_cast<uint32_t>(len));
+      s.response_tokens.insert(s.response_tokens.end(), resp, resp + len);
     }
   }
   return s;

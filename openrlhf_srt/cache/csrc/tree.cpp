@@ -90,7 +90,7 @@ uint32_t Tree::extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t
     if (is_leaf(c)) c = leaf_to_node(x, c);
     nodes_[c].count += 1;
     promote(x, c, prev);
-    if (mergeable(x)) merge(parent_of(x, seqs_[slot].toks.data() + (p - d), d), x);
+    if (mergeable(x)) merge(parent_of(x, seqs_[slot].data + (p - d), d), x);
     return c;
   }
   Node& X = nodes_[x];
@@ -114,41 +114,67 @@ uint32_t Tree::extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t
   replace_child(x, c, m);
   next_of(c) = NIL;
   promote(x, m, prev);
-  if (mergeable(x)) merge(parent_of(x, seqs_[slot].toks.data() + (p - d), d), x);
+  if (mergeable(x)) merge(parent_of(x, seqs_[slot].data + (p - d), d), x);
   return m;
 }
 
-void Tree::add_seq(int64_t id) {
+void Tree::add_seq(int64_t id, bool view) {
   if (has(id)) throw std::invalid_argument("sequence " + std::to_string(id) + " exists");
   if (seqs_.size() >= NIL - 1) throw std::length_error("too many sequences in one tree");
   slot_of_[id] = static_cast<uint32_t>(seqs_.size());
   seqs_.emplace_back();
   TSeq& s = seqs_.back();
   s.id = id;
+  s.view = view;
   s.loci.assign(depth_ > 1 ? depth_ - 1 : 0, NIL);
   seq_bytes_ += s.loci.capacity() * sizeof(uint32_t);
 }
 
+static size_t held_bytes(const TSeq& s) {
+  return s.own.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+}
+
 void Tree::note_seq_bytes(TSeq& s, size_t before) {
-  size_t after = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
-  seq_bytes_ = seq_bytes_ + after - before;
+  seq_bytes_ = seq_bytes_ + held_bytes(s) - before;
+}
+
+static void check_push(const TSeq& s, size_t size) {
+  if (!s.running)
+    throw std::invalid_argument("sequence " + std::to_string(s.id) + " is finished");
+  if (size > kMaxSeqLen)
+    throw std::invalid_argument("sequence " + std::to_string(s.id) + " exceeds " +
+                                std::to_string(kMaxSeqLen) + " tokens");
 }
 
 void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
   TSeq& s = seqs_[slot];
-  const int64_t id = s.id;
-  if (!s.running) throw std::invalid_argument("sequence " + std::to_string(id) + " is finished");
-  if (s.toks.size() + n > kMaxSeqLen)
-    throw std::invalid_argument("sequence " + std::to_string(id) + " exceeds " +
-                                std::to_string(kMaxSeqLen) + " tokens");
-  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
-  if (s.toks.size() + n > s.toks.capacity())  // geometric: reserve(exact) would copy per call
-    s.toks.reserve(std::max(s.toks.size() + n, s.toks.capacity() * 2));
+  check_push(s, s.size + n);
+  const size_t before = held_bytes(s);
+  if (s.own.size() + n > s.own.capacity())  // geometric: reserve(exact) would copy per call
+    s.own.reserve(std::max(s.own.size() + n, s.own.capacity() * 2));
+  s.own.insert(s.own.end(), toks, toks + n);
+  s.data = s.own.data();
+  const size_t from = s.size;
+  s.size = static_cast<uint32_t>(s.own.size());
+  index(slot, from);
+  note_seq_bytes(s, before);
+}
+
+void Tree::push_view(uint32_t slot, const int32_t* data, size_t size) {
+  TSeq& s = seqs_[slot];
+  check_push(s, size);
+  s.data = data;
+  const size_t from = s.size;
+  s.size = static_cast<uint32_t>(size);
+  index(slot, from);
+}
+
+void Tree::index(uint32_t slot, size_t from) {
+  TSeq& s = seqs_[slot];
   const size_t keep = s.loci.size();  // loci kept: depths 1..max_depth-1
-  for (size_t k = 0; k < n; ++k) {
-    const int32_t t = toks[k];
-    const uint32_t p = static_cast<uint32_t>(s.toks.size());
-    s.toks.push_back(t);
+  for (size_t q = from; q < s.size; ++q) {
+    const uint32_t p = static_cast<uint32_t>(q);
+    const int32_t t = s.data[p];
     size_t dmax = std::min<size_t>(p, keep);
     // The loci are scattered nodes: fetch them all before walking (memory-level parallelism).
     for (size_t d = dmax; d >= 1; --d) {
@@ -171,20 +197,22 @@ void Tree::push_slot(uint32_t slot, const int32_t* toks, size_t n) {
     uint32_t first = extend(0, 0, slot, p, t);
     if (keep) s.loci[0] = first;
   }
-  live_tokens_ += n;
-  note_seq_bytes(s, before);
+  live_tokens_ += s.size - from;
 }
 
 void Tree::finish(int64_t id) {
   TSeq& s = seqs_[slot_of_.at(id)];
-  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  const size_t before = held_bytes(s);
   s.running = false;
   std::vector<uint32_t>().swap(s.loci);
-  s.toks.shrink_to_fit();
+  if (!s.view) {
+    s.own.shrink_to_fit();
+    s.data = s.own.data();
+  }
   note_seq_bytes(s, before);
 }
 
-void Tree::subtract_path(const std::vector<int32_t>& toks, size_t start, size_t end) {
+void Tree::subtract_path(const int32_t* toks, size_t start, size_t end) {
   uint32_t path[kMaxDepthLimit + 1];
   int k = 0;
   size_t depth = 0;
@@ -220,9 +248,14 @@ void Tree::remove(int64_t id) {
   auto it = slot_of_.find(id);
   if (it == slot_of_.end()) throw std::invalid_argument("unknown sequence " + std::to_string(id));
   TSeq& s = seqs_[it->second];
-  const size_t n = s.toks.size();
-  for (size_t i = 0; i < n; ++i) subtract_path(s.toks, i, std::min<size_t>(i + depth_, n));
-  size_t before = s.toks.capacity() * sizeof(int32_t) + s.loci.capacity() * sizeof(uint32_t);
+  const size_t n = s.size;
+  const size_t before = held_bytes(s);
+  if (s.view) {  // the owner may free the text now; edges may still reference it
+    s.own.assign(s.data, s.data + n);
+    s.data = s.own.data();
+    s.view = false;
+  }
+  for (size_t i = 0; i < n; ++i) subtract_path(s.data, i, std::min<size_t>(i + depth_, n));
   std::vector<uint32_t>().swap(s.loci);
   note_seq_bytes(s, before);
   s.alive = false;
@@ -235,13 +268,20 @@ void Tree::remove(int64_t id) {
 }
 
 // Rebuild from the live texts: drops dead texts and their references, shrinks the arrays.
+// Live texts move, buffers and all, so views of them held elsewhere stay valid.
 void Tree::compact() {
   Tree fresh(depth_);
   fresh.seqs_.reserve(slot_of_.size());
   for (TSeq& s : seqs_) {
     if (!s.alive) continue;
-    fresh.add_seq(s.id);
-    fresh.push(s.id, s.toks.data(), s.toks.size());
+    fresh.add_seq(s.id, s.view);
+    const uint32_t slot = static_cast<uint32_t>(fresh.seqs_.size() - 1);
+    TSeq& f = fresh.seqs_.back();
+    f.own = std::move(s.own);
+    f.data = s.view ? s.data : f.own.data();
+    f.size = s.size;
+    fresh.seq_bytes_ += f.own.capacity() * sizeof(int32_t);
+    fresh.index(slot, 0);
     if (!s.running) fresh.finish(s.id);
   }
   fresh.nodes_.shrink_to_fit();
@@ -252,7 +292,7 @@ void Tree::compact() {
 
 Pos Tree::locus_match_slot(uint32_t slot, int cap) const {
   const TSeq& s = seqs_[slot];
-  size_t dmax = std::min<size_t>({s.toks.size(), s.loci.size(), static_cast<size_t>(cap)});
+  size_t dmax = std::min<size_t>({s.size, s.loci.size(), static_cast<size_t>(cap)});
   for (size_t d = dmax; d >= 1; --d) {
     const uint32_t x = s.loci[d - 1];
     if (cont_of(x) > 0) return Pos{x, len_of(x), static_cast<uint32_t>(d)};
@@ -338,7 +378,7 @@ void Tree::add_bytes(TreeBytes& b) const {
   b.leaves += live_leaves * sizeof(Leaf);
   b.leaf_slack += (leaves_.capacity() - live_leaves) * sizeof(Leaf);
   for (const TSeq& s : seqs_) {
-    b.texts += s.toks.capacity() * sizeof(int32_t);
+    b.texts += s.own.capacity() * sizeof(int32_t);
     b.loci += s.loci.capacity() * sizeof(uint32_t);
   }
   b.seq_records += seqs_.capacity() * sizeof(TSeq);

@@ -71,12 +71,20 @@ struct Pos {
   bool valid() const { return node != NIL; }
 };
 
+// A text: its own tokens, or a view of tokens another tree owns (the global tree views the
+// response part of the prompt tree's text: one copy of each response). A view stays valid
+// while its owner holds the text; the forest re-points it when the owner's buffer moves
+// (append, finish) and takes a copy when it removes the text (Tree::remove), before the
+// owner may free it.
 struct TSeq {
   int64_t id = 0;
-  std::vector<int32_t> toks;
-  std::vector<uint32_t> loci;  // loci[d-1]: node where the text's suffix of length d ends
+  const int32_t* data = nullptr;  // own.data() or the view
+  uint32_t size = 0;
   bool alive = true;
   bool running = true;
+  bool view = false;
+  std::vector<int32_t> own;
+  std::vector<uint32_t> loci;  // loci[d-1]: node where the text's suffix of length d ends
 };
 
 // Where a tree's bytes are; their sum is Tree::bytes(). Names as for_each_part gives them.
@@ -112,12 +120,15 @@ class Tree {
 
   int max_depth() const { return depth_; }
   bool has(int64_t id) const { return slot_of_.count(id) != 0; }
-  void add_seq(int64_t id);  // an empty running text
+  void add_seq(int64_t id, bool view = false);  // an empty running text
   void push(int64_t id, const int32_t* toks, size_t n) { push_slot(slot_of_.at(id), toks, n); }
   // Slots name texts without a hash lookup; they change only when epoch() changes.
   uint32_t slot(int64_t id) const { return slot_of_.at(id); }
   uint64_t epoch() const { return epoch_; }
-  void push_slot(uint32_t slot, const int32_t* toks, size_t n);
+  void push_slot(uint32_t slot, const int32_t* toks, size_t n);  // an owned text
+  // A view text: its tokens are now data[0:size] (the first ones as before); indexes the new.
+  void push_view(uint32_t slot, const int32_t* data, size_t size);
+  void set_view(uint32_t slot, const int32_t* data) { seqs_[slot].data = data; }
   void finish(int64_t id);  // keeps the text, frees the running loci
   void remove(int64_t id);  // subtracts every occurrence of the text exactly
   // Drop growth slack (> 1/8) once nothing runs: one copy of the node arrays, small next to
@@ -126,7 +137,8 @@ class Tree {
     if (nodes_.capacity() * 7 > nodes_.size() * 8) nodes_.shrink_to_fit();
     if (leaves_.capacity() * 7 > leaves_.size() * 8) leaves_.shrink_to_fit();
   }
-  const std::vector<int32_t>& text(int64_t id) const { return seqs_[slot_of_.at(id)].toks; }
+  const int32_t* text_data(uint32_t slot) const { return seqs_[slot].data; }
+  size_t text_size(uint32_t slot) const { return seqs_[slot].size; }
 
   // Deepest suffix (<= cap tokens) of a registered text that has a continuation.
   Pos locus_match(int64_t id, int cap) const { return locus_match_slot(slot_of_.at(id), cap); }
@@ -157,7 +169,8 @@ class Tree {
             std::vector<uint32_t>& conts) const;
 
  private:
-  int32_t tok_at(uint32_t seq, uint32_t idx) const { return seqs_[seq].toks[idx]; }
+  int32_t tok_at(uint32_t seq, uint32_t idx) const { return seqs_[seq].data[idx]; }
+  void index(uint32_t slot, size_t from);  // count the occurrences ending at data[from:size]
   // Any node index, Node or Leaf (never NIL: it has kLeafBit set too).
   static bool is_leaf(uint32_t x) { return (x & kLeafBit) != 0; }
   Leaf& leaf(uint32_t x) { return leaves_[x & ~kLeafBit]; }
@@ -220,7 +233,7 @@ class Tree {
   // The parent of x, whose path is the d tokens at `path` (a walk from the root).
   uint32_t parent_of(uint32_t x, const int32_t* path, uint32_t d) const;
   uint32_t extend(uint32_t x, uint32_t d, uint32_t slot, uint32_t p, int32_t t);
-  void subtract_path(const std::vector<int32_t>& toks, size_t start, size_t end);
+  void subtract_path(const int32_t* toks, size_t start, size_t end);
   void compact();
   void note_seq_bytes(TSeq& s, size_t before);
   std::string check_node(uint32_t n, std::vector<int32_t>& path) const;
@@ -237,7 +250,7 @@ class Tree {
   std::unordered_map<int64_t, uint32_t> slot_of_;
   size_t live_tokens_ = 0;
   size_t dead_tokens_ = 0;
-  size_t seq_bytes_ = 0;  // capacity of every text and loci vector
+  size_t seq_bytes_ = 0;  // capacity of every owned text and loci vector
   uint64_t epoch_ = 0;    // bumped by compact(), which renumbers slots
   std::vector<RootMap> hubs_;
   std::vector<uint32_t> free_hubs_;

@@ -23,10 +23,10 @@ std::string Tree::check_node(uint32_t n, std::vector<int32_t>& path) const {
   SRT_REQUIRE(x.len() >= 1);
   SRT_REQUIRE(x.ref_seq < seqs_.size());
   SRT_REQUIRE(!is_leaf(n) || seqs_[x.ref_seq].alive);  // a leaf's text is its occurrence
-  const std::vector<int32_t>& ref = seqs_[x.ref_seq].toks;
+  const int32_t* ref = seqs_[x.ref_seq].data;
   const size_t depth = path.size() + x.len();
   SRT_REQUIRE(depth <= static_cast<size_t>(depth_));
-  SRT_REQUIRE(x.ref_idx() + x.len() <= ref.size());
+  SRT_REQUIRE(x.ref_idx() + x.len() <= seqs_[x.ref_seq].size);
   SRT_REQUIRE(x.ref_idx() >= path.size());
   for (size_t i = 0; i < path.size(); ++i)  // the reference is an occurrence of the whole path
     SRT_REQUIRE(ref[x.ref_idx() - path.size() + i] == path[i]);
@@ -78,7 +78,7 @@ std::string Tree::check() const {
   SRT_REQUIRE(free_seen == free_leaf_count_);
   for (const TSeq& s : seqs_) {
     if (!s.alive || !s.running) continue;
-    size_t dmax = std::min(s.toks.size(), s.loci.size());
+    size_t dmax = std::min<size_t>(s.size, s.loci.size());
     for (size_t d = 1; d <= dmax; ++d) {  // each locus ends an occurrence of the suffix
       n = s.loci[d - 1];
       SRT_REQUIRE(is_leaf(n) ? (n & ~kLeafBit) < leaves_.size() : n < nodes_.size());
