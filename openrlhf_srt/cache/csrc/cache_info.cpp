@@ -79,6 +79,15 @@ std::string Cache::check() {
         return "sequence bookkeeping differs";
       running += info.running ? 1 : 0;
       if (!global_.has(seq) || !e->tree.has(seq)) return "sequence missing from a tree";
+      // The global tree's text is the response part of the prompt tree's: a view of it
+      // (an empty one points nowhere until its first token).
+      const uint32_t ps = e->tree.slot(seq), gs = global_.slot(seq);
+      const size_t plen = e->prompt.size();
+      if (e->tree.text_size(ps) != plen + global_.text_size(gs) ||
+          !std::equal(e->prompt.begin(), e->prompt.end(), e->tree.text_data(ps)) ||
+          (global_.text_size(gs) > 0 && global_.text_data(gs) != e->tree.text_data(ps) + plen))
+        return "sequence " + std::to_string(seq) + ": the global tree's text is not a view of "
+               "its prompt tree's";
     }
     if (running != e->running) return "running count differs";
     sum += e->bytes;
