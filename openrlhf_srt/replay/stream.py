@@ -54,6 +54,22 @@ class StepRecords:
         keys = self.prompt_keys.tolist()
         return list(dict.fromkeys(keys))
 
+    def select(self, index) -> StepRecords:
+        """The records at ``index`` (ascending batch positions) as a step of their own."""
+        idx = np.asarray(index, dtype=np.int64)
+
+        def take(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lens = np.diff(offsets)[idx]
+            out_off = np.zeros(idx.size + 1, dtype=np.int64)
+            np.cumsum(lens, out=out_off[1:])
+            starts = np.repeat(offsets[idx] - out_off[:-1], lens)
+            return data[np.arange(out_off[-1]) + starts], out_off
+
+        prompts, p_off = take(self.prompts, self.prompt_offsets)
+        responses, r_off = take(self.responses, self.response_offsets)
+        return StepRecords(self.step, self.prompt_keys[idx], self.sample_index[idx], prompts,
+                           p_off, responses, r_off)
+
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.prompt_keys, self.sample_index, self.prompts,
                                       self.prompt_offsets, self.responses,
