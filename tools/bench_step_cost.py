@@ -62,10 +62,10 @@ def run_engine(a: argparse.Namespace) -> dict:
     speculative = a.child == "speculative"
     ks = a.draft_tokens if speculative else [None]
     steps_per_row = len(ks) * (a.warmup + a.reps)
-    common = dict(seed=0, max_num_seqs=max(a.seqs),
-                  max_model_len=a.context + (max(a.draft_tokens) + 1) * steps_per_row + 64,
-                  max_num_batched_tokens=max(a.max_batch_tokens, a.context + 1),
-                  disable_log_stats=False)
+    common = {"seed": 0, "max_num_seqs": max(a.seqs),
+              "max_model_len": a.context + (max(a.draft_tokens) + 1) * steps_per_row + 64,
+              "max_num_batched_tokens": max(a.max_batch_tokens, a.context + 1),
+              "disable_log_stats": False}
     t0 = time.monotonic()
     if speculative:
         llm = start_srt_engine(None, srt={"source": "openrlhf_srt.vllm.fixed_drafts:FixedDrafts",
@@ -126,22 +126,15 @@ def run_engine(a: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------- the curve
 def machine_header() -> dict:
     """Hardware of this machine: the machine kind curves are chosen by, and the details."""
-    from openrlhf_srt.drafting.step_curve import MachineKind
-    from openrlhf_srt.vllm.engine import native_bf16_flags
+    from openrlhf_srt.vllm.engine import cpu_model_name, native_bf16_flags
+    from openrlhf_srt.vllm.proposer import engine_machine
 
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    kind = engine_machine()
+    cpu_model = cpu_model_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    kind = MachineKind("cpu", cpu_model, tuple(native_bf16_flags()))
     return {"machine": kind.to_dict(),
             "hardware": {"cpu_model": cpu_model, "cores": cores,
-                         "native_bf16_flags": list(kind.bf16_flags),
+                         "native_bf16_flags": native_bf16_flags(),
                          "platform": platform.platform()}}
 
 
@@ -186,7 +179,7 @@ def build_curve(base: dict, spec: dict, a: argparse.Namespace, command: str):
         "dtype": spec["model_config"]["dtype"].replace("torch.", ""),
         "versions": {"vllm": vllm.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "context_tokens": a.context,
         "temperature": a.temperature,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openrlhf_srt.drafting.cost_model import StepCost, fit_hinge
+from openrlhf_srt.drafting.cost_model import CPU_PRIOR, StepCost, fit_hinge
 
 CURVE_FORMAT = 1
 CURVE_SOURCES = ("vllm", "torch-forward", "roofline")
@@ -207,10 +207,11 @@ def curve_distance(curve: StepCurve, machine: MachineKind, model: str | None = N
     return d + SOURCE_PENALTY[curve.header["source"]]
 
 
-def packaged_curves(directory: str | os.PathLike = CURVES_DIR) -> list[tuple[Path, StepCurve]]:
-    """Every curve file (*.json) in `directory` that names its machine, by file name."""
+def packaged_curves(directory: str | os.PathLike | None = None) -> list[tuple[Path, StepCurve]]:
+    """Every curve file (*.json) in `directory` (default: the packaged CURVES_DIR) that
+    names its machine, by file name."""
     out = []
-    for path in sorted(Path(directory).glob("*.json")):
+    for path in sorted(Path(CURVES_DIR if directory is None else directory).glob("*.json")):
         curve = StepCurve.load(path)
         if "machine" in curve.header:
             out.append((path, curve))
@@ -218,10 +219,22 @@ def packaged_curves(directory: str | os.PathLike = CURVES_DIR) -> list[tuple[Pat
 
 
 def closest_curve(machine: MachineKind, model: str | None = None,
-                  directory: str | os.PathLike = CURVES_DIR) -> tuple[Path, StepCurve] | None:
+                  directory: str | os.PathLike | None = None) -> tuple[Path, StepCurve] | None:
     """The packaged curve closest to `machine` (ties: the first by file name); None when
     there is none."""
     curves = packaged_curves(directory)
     if not curves:
         return None
     return min(curves, key=lambda pc: curve_distance(pc[1], machine, model))
+
+
+def step_cost_prior(machine: MachineKind, model: str | None = None,
+                    directory: str | os.PathLike | None = None) -> tuple[StepCost, str]:
+    """The budget policy's starting step cost on `machine`: the closest packaged curve's
+    hinge, and the curve's file name; cost_model.CPU_PRIOR and "CPU_PRIOR" when no curve
+    is packaged."""
+    found = closest_curve(machine, model, directory)
+    if found is None:
+        return CPU_PRIOR, "CPU_PRIOR"
+    path, curve = found
+    return curve.to_step_cost(), path.name

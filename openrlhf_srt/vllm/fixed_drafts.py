@@ -76,7 +76,7 @@ def set_draft_tokens(worker, k: int) -> bool:
     if source is None:
         return False
     if not isinstance(source, FixedDrafts):
-        raise RuntimeError(f"the engine's draft source is {type(source).__name__}, not "
+        raise TypeError(f"the engine's draft source is {type(source).__name__}, not "
                            "FixedDrafts (start it with source='openrlhf_srt.vllm.fixed_drafts:"
                            "FixedDrafts')")
     source.set_draft_tokens(k)
