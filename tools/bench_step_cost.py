@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_SEQS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DEFAULT_DRAFT_TOKENS = (0, 1, 2, 4, 8)
+STATISTICS = {"median": statistics.median, "min": min}  # over a cell's timed steps
 PROMPT_TOKEN_BASE = 1000  # prompt ids: PROMPT_TOKEN_BASE + (i mod 500), plain vocabulary
 
 
@@ -145,7 +146,8 @@ def build_curve(base: dict, spec: dict, a: argparse.Namespace, command: str):
 
     seqs = [s for s in a.seqs if s <= a.max_batch_tokens]
     ks = list(a.draft_tokens)
-    med = {(c["seqs"], c["draft_tokens"]): statistics.median(c["seconds"])
+    pick = STATISTICS[a.statistic]
+    med = {(c["seqs"], c["draft_tokens"]): pick(c["seconds"])
            for c in base["cells"] + spec["cells"]}
     baseline = np.array([med[(s, None)] for s in seqs])
     grid = np.full((len(seqs), len(ks)), np.nan)
@@ -185,7 +187,8 @@ def build_curve(base: dict, spec: dict, a: argparse.Namespace, command: str):
         "temperature": a.temperature,
         "reps": a.reps, "warmup_steps": a.warmup,
         "max_batch_tokens": a.max_batch_tokens,
-        "timing": "median of --reps llm_engine.step() calls with the engine core in process "
+        "statistic": a.statistic,
+        "timing": f"{a.statistic} of --reps llm_engine.step() calls with the engine core in process "
                   "(VLLM_ENABLE_V1_MULTIPROCESSING=0), after --warmup untimed steps per cell; "
                   "prefill steps excluded; detokenisation off",
         "speculative_engine": "SRT proposer with vllm/fixed_drafts.py: exactly k draft tokens "
@@ -266,6 +269,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="cells with seqs * (1 + k) above this are extrapolated, not measured")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU KV cache (GiB)")
+    p.add_argument("--statistic", choices=sorted(STATISTICS), default="median",
+                   help="a cell's seconds from its timed steps (min: on a machine that other "
+                        "jobs share, the least disturbed step)")
+    p.add_argument("--from-samples", action="store_true",
+                   help="rebuild the curve from <out>/*.samples.json of an earlier run, "
+                        "starting no engine")
     p.add_argument("--notes", default="", help="free text for the curve header")
     p.add_argument("--out", type=Path, default=Path("runs/step_cost"))
     p.add_argument("--name", help="file name stem (default: <machine kind>-<model>)")
@@ -316,8 +325,11 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for kind in ("baseline", "speculative"):
-        print(f"bench_step_cost: {kind} engine", file=sys.stderr, flush=True)
         child_out = a.out / f"{kind}.samples.json"
+        if a.from_samples:
+            results[kind] = json.loads(child_out.read_text())
+            continue
+        print(f"bench_step_cost: {kind} engine", file=sys.stderr, flush=True)
         args = [a_ for a_ in (argv if argv is not None else sys.argv[1:])]
         proc = subprocess.run([sys.executable, __file__, *args, "--child", kind,
                                "--child-out", str(child_out)], env=child_env(a), check=False)
