@@ -264,7 +264,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="draft tokens per sequence (ascending, from 0)")
     p.add_argument("--context", type=int, default=128, help="prompt tokens per sequence")
     p.add_argument("--reps", type=int, default=5, help="timed steps per cell (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per cell")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps per cell (>= 1: the step after k changes still "
+                        "verifies the drafts proposed before the change)")
     p.add_argument("--max-batch-tokens", type=int, default=1024,
                    help="cells with seqs * (1 + k) above this are extrapolated, not measured")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -284,8 +286,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("context", "reps", "max_batch_tokens"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if a.warmup < 0:
-        p.error("--warmup must be >= 0")
+    if a.warmup < 1:
+        p.error("--warmup must be >= 1")
     if not (a.temperature >= 0):
         p.error("--temperature must be >= 0")
     if a.seqs != sorted(set(a.seqs)) or a.seqs[0] < 1:

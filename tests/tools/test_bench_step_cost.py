@@ -67,7 +67,7 @@ def test_curve_takes_medians_and_extends_cells_over_the_token_cap(bench, tmp_pat
 
 @pytest.mark.parametrize("argv", [["--draft-tokens", "1", "2"], ["--seqs", "4", "2"],
                                   ["--seqs", "1", "300", "--max-batch-tokens", "256"],
-                                  ["--reps", "0"], ["--max-batch", "64"]])
+                                  ["--reps", "0"], ["--warmup", "0"], ["--max-batch", "64"]])
 def test_bad_flags_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
