@@ -89,6 +89,8 @@ def run_engine(a: argparse.Namespace) -> dict:
         row = [k for (s2, k) in cells if s2 == s]
         if not row:
             continue
+        if speculative:  # prefill without drafts: the last row's k would slow it down
+            llm.collective_rpc(set_draft_tokens, args=(0,))
         ids = [f"s{s}-{serial + i}" for i in range(s)]
         serial += s
         for rid in ids:
