@@ -97,9 +97,13 @@ def run_engine(a: argparse.Namespace) -> dict:
             engine.add_request(rid, {"prompt_token_ids": prompt}, params)
         started: set[str] = set()
         prefill_steps = 0
+        most = 2 * (s * a.context // a.max_batch_tokens + s) + 16  # prefill cannot need more
         while len(started) < s:  # until every request has its first token (prefill done)
             started.update(o.request_id for o in engine.step() if o.outputs[0].token_ids)
             prefill_steps += 1
+            if prefill_steps > most:
+                raise RuntimeError(f"{s} prompts of {a.context} tokens not prefilled after "
+                                   f"{most} steps: raise --max-batch-tokens or --kv-cache-gib")
         for k in row:
             if speculative:
                 llm.collective_rpc(set_draft_tokens, args=(k,))
