@@ -176,8 +176,6 @@ def build_curve(base: dict, spec: dict, a: argparse.Namespace, command: str):
     import torch
     import vllm
 
-    from openrlhf_srt.vllm.engine import intel_openmp_path
-
     hw = machine_header()
     model = spec["model_config"]["model"]
     header = {
@@ -200,7 +198,7 @@ def build_curve(base: dict, spec: dict, a: argparse.Namespace, command: str):
         "speculative_engine": "SRT proposer with vllm/fixed_drafts.py: exactly k draft tokens "
                               "per running sequence, budget 'fixed', num_speculative_tokens "
                               f"{max(ks)}",
-        "intel_openmp_preloaded": intel_openmp_path() is not None,
+        "intel_openmp_preloaded": "libiomp5" in child_env(a).get("LD_PRELOAD", ""),
         "notes": a.notes,
     }
     extra = {"extrapolated": extrapolated, "extrapolation_seconds_per_token": slope,
