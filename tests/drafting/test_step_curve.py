@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from openrlhf_srt.drafting.step_curve import StepCurve
+from openrlhf_srt.drafting.cost_model import CPU_PRIOR
+from openrlhf_srt.drafting.step_curve import MachineKind, StepCurve, closest_curve, step_cost_prior
 
 GRID = dict(seqs=[1, 4, 16], draft_tokens=[0, 2, 4], baseline=[0.04, 0.05, 0.09],
             speculative=[[0.05, 0.06, 0.07], [0.06, 0.08, 0.10], [0.10, 0.15, 0.20]])
@@ -63,13 +64,6 @@ def test_hinge_prior_fitted_from_the_grid_tracks_it():
 
 
 # ------------------------------------------------------------- choosing the closest curve
-from openrlhf_srt.drafting.cost_model import CPU_PRIOR  # noqa: E402
-from openrlhf_srt.drafting.step_curve import (  # noqa: E402
-    MachineKind,
-    closest_curve,
-    step_cost_prior,
-)
-
 MACHINES = {  # file stem -> (machine, model, source)
     "cpu-avx512bf16-smol": (MachineKind("cpu", "AMD EPYC", ("avx512_bf16",)), "SmolLM2", "vllm"),
     "cpu-amx-smol": (MachineKind("cpu", "Intel Xeon Platinum 8480+",
