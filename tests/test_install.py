@@ -59,3 +59,22 @@ def test_gpu_extra_resolves_to_openrlhfs_own_versions(tmp_path):
     got = {name: resolved.get(name, "").split("+")[0] for name in EXPECTED}
     assert got == EXPECTED
     assert "flash-attn" not in resolved  # the prerequisite is used as installed
+
+
+def test_packaged_step_curves_are_in_the_wheel():
+    """scikit-build-core puts every file under `wheel.packages` into the wheel that git does
+    not ignore and `wheel.exclude` does not drop: the step-cost curves (JSON beside
+    drafting/step_curve.py, which the budget prior reads) must be such files."""
+    from openrlhf_srt.drafting.step_curve import CURVES_DIR
+
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["scikit-build"]
+    assert "openrlhf_srt" in build["wheel"]["packages"]
+    assert not build["wheel"].get("exclude"), "wheel.exclude: check it keeps the curves"
+    curves = sorted(CURVES_DIR.glob("*.json"))
+    assert curves, f"no step-cost curve packaged in {CURVES_DIR}"
+    assert CURVES_DIR.resolve().is_relative_to(ROOT / "openrlhf_srt")
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: cannot ask git which files it ignores")
+    ignored = subprocess.run(["git", "check-ignore", *map(str, curves)], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+    assert ignored.returncode == 1, f"git ignores packaged curves: {ignored.stdout}"

@@ -17,7 +17,10 @@ differ in length between runs, so time per token is the fair unit; the ratio of 
 generation seconds is printed too). For SRT also the drafter's share of engine time
 (propose time / (propose time + time between propose calls)) and the step cost the drafter
 fitted (drafting.cost_model: fixed + per token beyond a knee). Writes <out>/results.json
-and <out>/bench_rollout.png.
+(per step and method: measured generation seconds, tokens, spec-decode counters),
+<out>/bench_rollout.png and the traces of its own runs (docs/traces.md), one file per
+temperature and method: <out>/traces/T<temperature>-<method>.jsonl, so the rollout-time
+simulator can be checked against the very runs it predicts.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ def run_one(a: argparse.Namespace) -> dict:
     """Child process: start the engine for one method, run every step, return figures."""
     from vllm import SamplingParams
 
+    from openrlhf_srt.cache.keys import prompt_key
     from openrlhf_srt.cli.collect_traces import CollectSettings, choose_prompts
     from openrlhf_srt.data.prompts import render_prompt
+    from openrlhf_srt.data.traces import TraceRecord, TraceWriter
     from openrlhf_srt.vllm.engine import start_engine
     from openrlhf_srt.vllm.engine_client import SRTEngineHandle
     from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
@@ -66,9 +71,12 @@ def run_one(a: argparse.Namespace) -> dict:
     engine_seconds = time.monotonic() - started
     tok = llm.get_tokenizer()
     settings = CollectSettings(out=Path("unused.jsonl"), prompts=a.prompts, seed=a.seed)
-    prompts = [{"prompt_token_ids": render_prompt(tok, r)} for r in choose_prompts(settings)]
+    records = choose_prompts(settings)
+    prompts = [{"prompt_token_ids": render_prompt(tok, r)} for r in records]
+    keys = [prompt_key(p["prompt_token_ids"]) for p in prompts]
     params = SamplingParams(n=a.samples, temperature=a.temperature, max_tokens=a.max_tokens)
     steps = []
+    writer = TraceWriter(a.trace)
     for step in range(a.steps):
         before = read_spec_counters(llm)
         if a.method == "srt":
@@ -78,6 +86,14 @@ def run_one(a: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - t0
         c = read_spec_counters(llm) - before
         lengths = [len(o.token_ids) for out in outs for o in out.outputs]
+        for rec, p, key, out in zip(records, prompts, keys, outs):
+            for o in out.outputs:
+                writer.write(TraceRecord(
+                    step=step, prompt_key=key, prompt_token_ids=list(p["prompt_token_ids"]),
+                    sample_index=o.index, response_token_ids=list(o.token_ids),
+                    finish_reason=o.finish_reason or "abort", policy_version=0,
+                    label=rec.get("label"), extra={"method": a.method,
+                                                   "temperature": a.temperature}))
         tokens = sum(lengths)
         row = {"step": step, "seconds": seconds, "tokens": tokens,
                "longest": max(lengths), "drafts": c.drafts, "draft_tokens": c.draft_tokens,
@@ -93,8 +109,9 @@ def run_one(a: argparse.Namespace) -> dict:
         steps.append(row)
         print(f"  step {step}: {seconds:6.1f} s {tokens:6d} tok {tokens / seconds:6.1f} tok/s "
               f"{row['tokens_per_verify']:.2f} tok/verify", file=sys.stderr, flush=True)
+    writer.close()
     return {"method": a.method, "temperature": a.temperature, "engine_start_seconds":
-            engine_seconds, "steps": steps}
+            engine_seconds, "trace": str(a.trace), "steps": steps}
 
 
 # ------------------------------------------------------------------------- comparison
@@ -179,6 +196,11 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ main
+def trace_path(out: Path, temperature: float, method: str) -> Path:
+    """Where the run of one (temperature, method) writes its trace."""
+    return out / "traces" / f"T{temperature:g}-{method}.jsonl"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -194,6 +216,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--temperature", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     for name in ("prompts", "samples", "steps", "max_tokens", "k"):
         if getattr(a, name) < 1:
@@ -227,7 +250,8 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--child", "--method", method, "--temperature",
                    str(temp), "--prompts", str(a.prompts), "--samples", str(a.samples),
                    "--steps", str(a.steps), "--max-tokens", str(a.max_tokens), "--k", str(a.k),
-                   "--srt-budget", a.srt_budget, "--seed", str(a.seed)]
+                   "--srt-budget", a.srt_budget, "--seed", str(a.seed),
+                   "--trace", str(trace_path(a.out, temp, method))]
             proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR"})
             if proc.returncode != 0:

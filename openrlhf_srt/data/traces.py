@@ -94,7 +94,7 @@ def parse_record(obj: dict) -> TraceRecord:
     if tag not in ("rollout", "runahead"):
         raise ValueError(f"'tag' must be 'rollout' or 'runahead', got {tag!r}")
     known = {f for f in TraceRecord.__dataclass_fields__ if f != "extra"}
-    extra = {k: v for k, v in obj.items() if k not in known}
+    extra = {k: v for k, v in obj.items() if k not in known and k != "extra"}
     extra.update(obj.get("extra") or {})
     return TraceRecord(
         step=_int(obj["step"], "step"),

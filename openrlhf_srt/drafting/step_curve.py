@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openrlhf_srt.drafting.cost_model import StepCost, fit_hinge
+from openrlhf_srt.drafting.cost_model import CPU_PRIOR, StepCost, fit_hinge
 
 CURVE_FORMAT = 1
 CURVE_SOURCES = ("vllm", "torch-forward", "roofline")
@@ -134,3 +134,107 @@ def _interp_extend(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
         y[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
         y[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
     return np.maximum(y, np.min(fp))
+
+
+# ---------------------------------------------------------------------- machine kinds
+DEVICES = ("cpu", "cuda")
+# What a mismatch costs in closest_curve's distance; a smaller sum is a closer curve.
+OTHER_DEVICE = 100.0  # a GPU curve for a CPU engine (or back) only when nothing else exists
+OTHER_GPU_GENERATION = 4.0  # e.g. an A100 curve for an H200
+OTHER_GPU_MODEL = 2.0  # same generation letter, another model: H100 for H200
+PER_BF16_FLAG = 2.0  # per native-bf16 CPU flag (avx512_bf16, amx_bf16) one has, other lacks
+OTHER_CPU_MODEL = 0.5
+OTHER_MODEL = 0.25  # the curve was measured on another language model
+SOURCE_PENALTY = {"vllm": 0.0, "torch-forward": 0.1, "roofline": 0.2}  # measured first
+
+
+@dataclass(frozen=True)
+class MachineKind:
+    """What makes one engine step cost what it costs, as far as choosing a curve goes: the
+    device kind, the GPU's or CPU's model name, and (CPU) the native-bf16 flags it has."""
+
+    device: str  # "cpu" | "cuda"
+    name: str = ""  # GPU name ("NVIDIA H200") or CPU model name ("AMD EPYC")
+    bf16_flags: tuple[str, ...] = ()  # CPU: avx512_bf16 / amx_bf16 it has
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"machine device must be one of {DEVICES}, got {self.device!r}")
+        object.__setattr__(self, "bf16_flags", tuple(sorted(self.bf16_flags)))
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "name": self.name, "bf16_flags": list(self.bf16_flags)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MachineKind:
+        return cls(device=d["device"], name=str(d.get("name", "")),
+                   bf16_flags=tuple(d.get("bf16_flags", ())))
+
+    def slug(self) -> str:
+        """File-name part: cpu-avx512bf16, cpu-nobf16, h200, ..."""
+        if self.device == "cpu":
+            flags = "-".join(f.replace("_", "") for f in self.bf16_flags) or "nobf16"
+            return f"cpu-{flags}"
+        return _gpu_model(self.name).lower() or "cuda"
+
+    def distance(self, other: MachineKind) -> float:
+        """How unlike `other` this machine is for step cost (0: the same kind)."""
+        if self.device != other.device:
+            return OTHER_DEVICE
+        if self.device == "cuda":
+            a, b = _gpu_model(self.name), _gpu_model(other.name)
+            if a == b:
+                return 0.0
+            return OTHER_GPU_MODEL if a[:1] == b[:1] and a[:1] else OTHER_GPU_GENERATION
+        d = PER_BF16_FLAG * len(set(self.bf16_flags) ^ set(other.bf16_flags))
+        return d + (0.0 if self.name.strip() == other.name.strip() else OTHER_CPU_MODEL)
+
+
+def _gpu_model(name: str) -> str:
+    """The model code in a GPU name: "NVIDIA H100 80GB HBM3" -> "H100"."""
+    for word in name.upper().replace("NVIDIA", " ").replace("-", " ").split():
+        if any(c.isdigit() for c in word) and word[:1].isalpha():
+            return word
+    return name.upper().strip()
+
+
+def curve_distance(curve: StepCurve, machine: MachineKind, model: str | None = None) -> float:
+    """Distance of a curve (its header's machine, model and source) from a machine running
+    `model` (None: any model)."""
+    d = MachineKind.from_dict(curve.header["machine"]).distance(machine)
+    if model is not None and Path(str(curve.header.get("model", ""))).name != Path(model).name:
+        d += OTHER_MODEL
+    return d + SOURCE_PENALTY[curve.header["source"]]
+
+
+def packaged_curves(directory: str | os.PathLike | None = None) -> list[tuple[Path, StepCurve]]:
+    """Every curve file (*.json) in `directory` (default: the packaged CURVES_DIR) that
+    names its machine, by file name."""
+    out = []
+    for path in sorted(Path(CURVES_DIR if directory is None else directory).glob("*.json")):
+        curve = StepCurve.load(path)
+        if "machine" in curve.header:
+            out.append((path, curve))
+    return out
+
+
+def closest_curve(machine: MachineKind, model: str | None = None,
+                  directory: str | os.PathLike | None = None) -> tuple[Path, StepCurve] | None:
+    """The packaged curve closest to `machine` (ties: the first by file name); None when
+    there is none."""
+    curves = packaged_curves(directory)
+    if not curves:
+        return None
+    return min(curves, key=lambda pc: curve_distance(pc[1], machine, model))
+
+
+def step_cost_prior(machine: MachineKind, model: str | None = None,
+                    directory: str | os.PathLike | None = None) -> tuple[StepCost, str]:
+    """The budget policy's starting step cost on `machine`: the closest packaged curve's
+    hinge, and the curve's file name; cost_model.CPU_PRIOR and "CPU_PRIOR" when no curve
+    is packaged."""
+    found = closest_curve(machine, model, directory)
+    if found is None:
+        return CPU_PRIOR, "CPU_PRIOR"
+    path, curve = found
+    return curve.to_step_cost(), path.name

@@ -107,6 +107,19 @@ def native_bf16_flags(cpuinfo: str | None = None) -> list[str]:
     return []
 
 
+def cpu_model_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name in `cpuinfo` (default: /proc/cpuinfo); "" when unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def cpu_bf16_decision() -> tuple[bool, str]:
     """(native bf16?, why): OPENRLHF_SRT_CPU_BF16 when set, else the CPU's flags."""
     forced = os.environ.get(CPU_BF16_ENV, "").strip()

@@ -29,7 +29,9 @@ Draft lengths: the cache drafts up to vLLM's `num_speculative_tokens` per row wi
 probability after each token, and `drafting.budget.choose_budgets` cuts each draft to the
 length its rule picks ("goodput": the batch's expected tokens per second of engine time).
 The step cost model is fitted online from the time between consecutive `propose` calls (one
-engine step: schedule, forward, verification) against the tokens that step processed.
+engine step: schedule, forward, verification) against the tokens that step processed; until it
+has enough steps it is the hinge of the packaged step-cost curve closest to this machine
+(`drafting.step_curve.step_cost_prior`, logged, and named in `stats()["step_cost_prior"]`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from openrlhf_srt.cache.keys import prompt_key
 from openrlhf_srt.drafting.calibration import AcceptanceCalibrator
 from openrlhf_srt.drafting.cost_model import StepCostModel
 from openrlhf_srt.drafting.policy import draft_lengths, observe_outcomes
+from openrlhf_srt.drafting.step_curve import MachineKind, step_cost_prior
 from openrlhf_srt.runahead import RUNAHEAD_ARG
 from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
@@ -112,6 +115,17 @@ def is_cache_owner() -> bool:
         return True
 
 
+def engine_machine() -> MachineKind:
+    """The kind of machine this engine runs on, as step-cost curves are chosen by."""
+    from openrlhf_srt.vllm.engine import cpu_model_name, native_bf16_flags, on_cpu
+
+    if on_cpu():
+        return MachineKind("cpu", cpu_model_name(), tuple(native_bf16_flags()))
+    import torch
+
+    return MachineKind("cuda", torch.cuda.get_device_name())
+
+
 class SRTProposer:
     """vLLM `custom_class` proposer drafting from a per-prompt rollout tree cache."""
 
@@ -136,7 +150,11 @@ class SRTProposer:
         # the other ranks' drafts are never used: no cache there (budget paid once)
         self.source: DraftSource | None = make_source(config) if self.owner else None
         self.budget = config.budget_config()
-        self.cost = StepCostModel()
+        self.machine = engine_machine()
+        prior, self.prior_curve = step_cost_prior(
+            self.machine, str(getattr(vllm_config.model_config, "model", "")) or None)
+        log.info("step cost prior from %s for %s: %s", self.prior_curve, self.machine, prior)
+        self.cost = StepCostModel(prior=prior)
         self.calibrator = AcceptanceCalibrator()
         self.train_step = 0
         self.runner = None
@@ -339,6 +357,7 @@ class SRTProposer:
             "observed_steps": self.c_observed_steps,
             "observed_step_seconds": self.c_step_seconds,
             "step_cost": dataclasses.asdict(self.cost.current),
+            "step_cost_prior": self.prior_curve,
             "calibration": self.calibrator.table(),
         }
 

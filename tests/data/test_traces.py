@@ -125,3 +125,17 @@ def test_parse_record_defaults_policy_version_to_step():
     obj.pop("policy_version")
     obj["step"] = 4
     assert parse_record(obj).policy_version == 4
+
+
+def test_extra_fields_round_trip_unchanged(tmp_path):
+    from openrlhf_srt.data.traces import TraceRecord, TraceWriter, read_traces
+
+    rec = TraceRecord(step=0, prompt_key=0, prompt_token_ids=[1, 2], sample_index=0,
+                      response_token_ids=[3], finish_reason="stop", policy_version=0,
+                      extra={"method": "srt", "temperature": 0.6})
+    from openrlhf_srt.cache.keys import prompt_key
+
+    rec = TraceRecord(**{**rec.__dict__, "prompt_key": prompt_key([1, 2])})
+    with TraceWriter(tmp_path / "t.jsonl") as w:
+        w.write(rec)
+    assert read_traces(tmp_path / "t.jsonl")[0].extra == {"method": "srt", "temperature": 0.6}

@@ -462,3 +462,25 @@ def test_step_cost_is_learned_from_propose_intervals(make, monkeypatch):
     assert s["observed_step_seconds"] == pytest.approx(19 * 0.05)
     assert s["propose_seconds"] == pytest.approx(20 * 0.05)
     assert p.cost(1 + K) == pytest.approx(0.05)  # refitted: every step took 50 ms
+
+
+def test_step_cost_prior_comes_from_the_closest_packaged_curve(make, monkeypatch, tmp_path,
+                                                                caplog):
+    """The budget policy starts from the hinge of the packaged curve closest to the engine's
+    machine (and keeps fitting online); CPU_PRIOR only when no curve is packaged."""
+    from openrlhf_srt.drafting.cost_model import CPU_PRIOR
+    from openrlhf_srt.drafting.step_curve import MachineKind, closest_curve
+
+    for machine in (prop.engine_machine(), MachineKind("cuda", "NVIDIA H200")):
+        monkeypatch.setattr(prop, "engine_machine", lambda m=machine: m)
+        with caplog.at_level("INFO", logger=prop.__name__):
+            p, _ = make()
+        path, curve = closest_curve(machine)
+        assert p.prior_curve == path.name
+        assert p.cost.prior == p.cost.current == curve.to_step_cost()
+        assert path.name in caplog.text
+        assert p.stats()["step_cost_prior"] == path.name
+    assert MachineKind.from_dict(curve.header["machine"]).device == "cuda"
+    monkeypatch.setattr("openrlhf_srt.drafting.step_curve.CURVES_DIR", tmp_path)
+    p, _ = make()
+    assert (p.prior_curve, p.cost.prior) == ("CPU_PRIOR", CPU_PRIOR)
