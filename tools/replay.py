@@ -28,7 +28,9 @@ from openrlhf_srt.replay.strategies import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
+    p.add_argument("traces", nargs="+",
+                   help="trace files (.jsonl or .jsonl.gz) or a training run's trace "
+                        "directory (its step files in step order: docs/traces.md)")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     p.add_argument("--order", default="engine", choices=("engine", "sync"),
@@ -57,9 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load(path: Path, prompts: int):
-    if not path.is_file():
-        raise FileNotFoundError(f"trace file not found: {path}")
-    records = read_traces(path)
+    records = read_traces(path)  # a directory: its step files (trace_files)
     if not records:
         raise ValueError(f"{path}: the trace has no records")
     if prompts:

@@ -24,10 +24,12 @@ def _gzipped(path: Path) -> bool:
     return Path(path).name.lower().endswith(".gz")
 
 
-def open_text(path: Path, mode: str = "r"):
-    """UTF-8 text in `mode` "r" or "w"; gzip when the name ends in .gz (any case)."""
-    if _gzipped(path):
-        return gzip.open(path, mode + "t", encoding="utf-8")
+def open_text(path: Path, mode: str = "r", *, gzipped: bool | None = None,
+              compresslevel: int = 9):
+    """UTF-8 text in `mode` "r" or "w"; gzip when the name ends in .gz (any case) or when
+    `gzipped` says so (a file written under a temporary name)."""
+    if _gzipped(path) if gzipped is None else gzipped:
+        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=compresslevel)
     return open(path, mode, encoding="utf-8")
 
 

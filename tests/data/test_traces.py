@@ -125,3 +125,78 @@ def test_parse_record_defaults_policy_version_to_step():
     obj.pop("policy_version")
     obj["step"] = 4
     assert parse_record(obj).policy_version == 4
+
+
+def test_step_writer_rotates_per_step_and_trace_files_reads_them_in_step_order(tmp_path):
+    from openrlhf_srt.data.traces import StepTraceWriter, trace_files
+
+    for engine in (1, 0):  # an OpenRLHF run: one folder per engine actor
+        w = StepTraceWriter(tmp_path / f"engine{engine}")
+        for step in (2, 10, 1):
+            w.begin_step(step)
+            w.write(_record(step=step, sample=engine))
+        w.close()
+        assert w.take_counts()["records"] == 3
+    files = trace_files(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        f"engine{e}/step_{s:06d}.jsonl.gz" for s in (1, 2, 10) for e in (0, 1)]
+    assert all(gzip.open(f).read() for f in files)  # gzip streams
+    assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [
+        (s, e) for s in (1, 2, 10) for e in (0, 1)]
+    assert trace_files(files[0]) == [files[0]]
+
+
+def test_a_step_cut_short_leaves_the_earlier_steps_readable(tmp_path):
+    """A run that dies mid-step leaves that step's .tmp (not read) and every earlier step's
+    file whole; the step redone after a resume replaces it."""
+    from openrlhf_srt.data.traces import StepTraceWriter, trace_files
+
+    w = StepTraceWriter(tmp_path)
+    w.begin_step(0)
+    w.write(_record(step=0))
+    w.begin_step(1)  # ends step 0
+    for i in range(50):
+        w.write(_record(step=1, sample=i))
+    w._writer._f.flush()  # what the crash left on disk
+    assert [r.step for r in read_traces(tmp_path)] == [0]
+    assert (tmp_path / "step_000001.jsonl.gz.tmp").is_file()
+    redone = StepTraceWriter(tmp_path)  # the resumed run
+    redone.begin_step(1)
+    redone.write(_record(step=1, sample=7))
+    redone.close()
+    assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [(0, 0), (1, 7)]
+    assert [f.name for f in trace_files(tmp_path)] == ["step_000000.jsonl.gz",
+                                                      "step_000001.jsonl.gz"]
+
+
+def test_trace_files_errors_name_the_path(tmp_path):
+    from openrlhf_srt.data.traces import trace_files
+
+    with pytest.raises(FileNotFoundError, match="trace file not found: .*missing"):
+        trace_files(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no trace step files"):
+        trace_files(tmp_path)
+
+
+def test_check_trace_dir_names_the_flag(tmp_path):
+    from openrlhf_srt.data.traces import check_trace_dir
+
+    assert check_trace_dir(tmp_path / "a" / "b", "--trace_dir") == (tmp_path / "a" / "b")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"^--trace_dir .*file/sub: trace files cannot be "
+                                         r"written there \(Not a directory\)"):
+        check_trace_dir(tmp_path / "file" / "sub", "--trace_dir")
+
+
+def test_atomic_writer_publishes_on_close_only(tmp_path):
+    path = tmp_path / "t.jsonl.gz"
+    w = TraceWriter(path, atomic=True)
+    w.write(_record())
+    assert not path.exists()
+    w.close()
+    assert read_traces(path) == [_record()]
+    with pytest.raises(RuntimeError), TraceWriter(tmp_path / "u.jsonl.gz", atomic=True) as w:
+        w.write(_record())
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == [path]
