@@ -23,6 +23,9 @@ from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
 from openrlhf_srt.data.textio import open_text, parse_json, text_lines
 
 FINISH_REASONS = ("stop", "length", "abort")
+# vLLM's other finish reasons, as a trace names them: `error` (a request-level failure) ended
+# the request as an abort would; `repetition` is a stop rule of the engine
+_FINISH_AS = {"error": "abort", "repetition": "stop"}
 TRACE_VERSION = 1
 # A training run's traces: one file per step (StepTraceWriter), in the trace directory or
 # one folder down (an OpenRLHF engine actor's engine<i>/); written as <name>.tmp until the
@@ -59,6 +62,14 @@ class TraceRecord:
         if not d["extra"]:
             d.pop("extra")
         return json.dumps(d, separators=(",", ":"))
+
+
+def trace_finish_reason(reason: str | None) -> str:
+    """vLLM's finish reason of an output as a trace's (None, still running: `abort`)."""
+    reason = None if reason is None else str(reason)
+    if reason in FINISH_REASONS:
+        return reason
+    return _FINISH_AS.get(reason, "abort")
 
 
 def _int_list(value, name: str) -> list[int]:
