@@ -116,9 +116,12 @@ def parse_record(obj: dict) -> TraceRecord:
     tag = obj.get("tag", "rollout")
     if tag not in ("rollout", "runahead"):
         raise ValueError(f"'tag' must be 'rollout' or 'runahead', got {tag!r}")
-    known = {f for f in TraceRecord.__dataclass_fields__ if f != "extra"}
+    known = set(TraceRecord.__dataclass_fields__)
     extra = {k: v for k, v in obj.items() if k not in known}
-    extra.update(obj.get("extra") or {})
+    if not isinstance(obj.get("extra") or {}, dict):
+        raise ValueError(  # noqa: TRY004 - ValueError is the reader's contract
+            f"'extra' must be an object, got {obj['extra']!r}")
+    extra.update(obj.get("extra") or {})  # what TraceRecord.to_json wrote
     return TraceRecord(
         step=_int(obj["step"], "step"),
         prompt_key=key,
@@ -242,10 +245,12 @@ class TraceWriter:
 class StepTraceWriter:
     """A training run's trace records, one gzip file per step: `directory/step_000012.jsonl.gz`.
 
-    A step's file is written under a .tmp name and renamed when the step ends, so a run that
-    dies mid-step leaves every earlier step's file whole (trace_files skips the .tmp; the
-    step redone after a resume writes its file anew). `records` and `seconds` (encoding and
-    writing, the recording's cost) count since the last `take_counts()`."""
+    A step's file is written under a .tmp name and renamed by `end_step`, so only steps that
+    ended have a file: a run that dies mid-step leaves every earlier step's file whole
+    (trace_files skips the .tmp; the step redone after a resume writes its file anew), and a
+    step left open by an error is dropped by the next `begin_step` or by `close`. `records`
+    and `seconds` (encoding and writing, the recording's cost) count since the last
+    `take_counts()`."""
 
     def __init__(self, directory: str | os.PathLike,
                  compresslevel: int = STEP_FILE_COMPRESSLEVEL):
@@ -258,8 +263,8 @@ class StepTraceWriter:
         self.seconds = 0.0
 
     def begin_step(self, step: int) -> None:
-        """Start step `step`'s file (ending the open step first)."""
-        self.end_step()
+        """Start step `step`'s file (a step still open, cut short by an error, is dropped)."""
+        self._drop_open_step()
         start = time.perf_counter()
         self._writer = TraceWriter(self.directory / step_file_name(step), atomic=True,
                                    compresslevel=self.compresslevel)
@@ -290,5 +295,11 @@ class StepTraceWriter:
         self.records, self.seconds = 0, 0.0
         return counts
 
+    def _drop_open_step(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer, self.step = None, None
+
     def close(self) -> None:
-        self.end_step()
+        """Drop a step that did not end (its .tmp is removed); ended steps are on disk."""
+        self._drop_open_step()

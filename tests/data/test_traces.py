@@ -28,6 +28,8 @@ def _record(step=0, sample=0, prompt=(1, 2, 3), response=(4, 5)) -> TraceRecord:
 def test_round_trip(tmp_path, suffix):
     records = [_record(step=s, sample=i, response=(s, i, 9)) for s in range(2) for i in range(3)]
     records.append(TraceRecord(**{**_record().__dict__, "tag": "runahead", "reward": None}))
+    records.append(TraceRecord(**{**_record(sample=9).__dict__,
+                                  "extra": {"action_ranges": [[0, 1], [2, 3]]}}))
     path = tmp_path / f"t{suffix}"
     with TraceWriter(path) as w:
         for r in records:
@@ -135,12 +137,15 @@ def test_step_writer_rotates_per_step_and_trace_files_reads_them_in_step_order(t
         for step in (2, 10, 1):
             w.begin_step(step)
             w.write(_record(step=step, sample=engine))
+            w.end_step()
         w.close()
         assert w.take_counts()["records"] == 3
     files = trace_files(tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
         f"engine{e}/step_{s:06d}.jsonl.gz" for s in (1, 2, 10) for e in (0, 1)]
-    assert all(gzip.open(f).read() for f in files)  # gzip streams
+    for f in files:  # gzip streams
+        with gzip.open(f) as g:
+            assert g.read()
     assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [
         (s, e) for s in (1, 2, 10) for e in (0, 1)]
     assert trace_files(files[0]) == [files[0]]
@@ -149,12 +154,13 @@ def test_step_writer_rotates_per_step_and_trace_files_reads_them_in_step_order(t
 def test_a_step_cut_short_leaves_the_earlier_steps_readable(tmp_path):
     """A run that dies mid-step leaves that step's .tmp (not read) and every earlier step's
     file whole; the step redone after a resume replaces it."""
-    from openrlhf_srt.data.traces import StepTraceWriter, trace_files
+    from openrlhf_srt.data.traces import StepTraceWriter
 
     w = StepTraceWriter(tmp_path)
     w.begin_step(0)
     w.write(_record(step=0))
-    w.begin_step(1)  # ends step 0
+    assert w.end_step() == tmp_path / "step_000000.jsonl.gz"
+    w.begin_step(1)
     for i in range(50):
         w.write(_record(step=1, sample=i))
     w._writer._f.flush()  # what the crash left on disk
@@ -163,10 +169,13 @@ def test_a_step_cut_short_leaves_the_earlier_steps_readable(tmp_path):
     redone = StepTraceWriter(tmp_path)  # the resumed run
     redone.begin_step(1)
     redone.write(_record(step=1, sample=7))
+    redone.end_step()
+    redone.begin_step(2)  # cut short by an error: dropped at close
+    redone.write(_record(step=2))
     redone.close()
     assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [(0, 0), (1, 7)]
-    assert [f.name for f in trace_files(tmp_path)] == ["step_000000.jsonl.gz",
-                                                      "step_000001.jsonl.gz"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "step_000000.jsonl.gz", "step_000001.jsonl.gz"]  # step 2's .tmp removed
 
 
 def test_trace_files_errors_name_the_path(tmp_path):

@@ -336,7 +336,7 @@ def test_cli_replays_a_trace_directory_as_its_step_files_in_order(tmp_path, caps
         for r in records:
             if r.step == step:
                 run.write(r)
-    run.close()
+        run.end_step()
     figures = []
     for src in ("one.jsonl.gz", "run"):
         out = tmp_path / f"{src}.json"
