@@ -246,7 +246,7 @@ class StepTraceWriter:
     """A training run's trace records, one gzip file per step: `directory/step_000012.jsonl.gz`.
 
     A step's file is written under a .tmp name and renamed by `end_step`, so only steps that
-    ended have a file: a run that dies mid-step leaves every earlier step's file whole
+    ended (with a record) have a file: a run that dies mid-step leaves every earlier step's file whole
     (trace_files skips the .tmp; the step redone after a resume writes its file anew), and a
     step left open by an error is dropped by the next `begin_step` or by `close`. `records`
     and `seconds` (encoding and writing, the recording's cost) count since the last
@@ -259,6 +259,7 @@ class StepTraceWriter:
         self.compresslevel = compresslevel
         self.step: int | None = None
         self._writer: TraceWriter | None = None
+        self._step_records = 0  # records of the open step
         self.records = 0
         self.seconds = 0.0
 
@@ -269,6 +270,7 @@ class StepTraceWriter:
         self._writer = TraceWriter(self.directory / step_file_name(step), atomic=True,
                                    compresslevel=self.compresslevel)
         self.step = step
+        self._step_records = 0
         self.seconds += time.perf_counter() - start
 
     def write(self, record: TraceRecord) -> None:
@@ -277,17 +279,23 @@ class StepTraceWriter:
         start = time.perf_counter()
         self._writer.write(record)
         self.records += 1
+        self._step_records += 1
         self.seconds += time.perf_counter() - start
 
     def end_step(self) -> Path | None:
-        """Publish the open step's file; returns its path (None: no step was open)."""
+        """Publish the open step's file; returns its path (None: no step was open, or it
+        has no record, so no file: e.g. OpenRLHF's round that finds the epoch's prompts
+        used up)."""
         if self._writer is None:
             return None
         start = time.perf_counter()
         writer, self._writer, self.step = self._writer, None, None
-        writer.close()
+        if self._step_records:
+            writer.close()
+        else:
+            writer.discard()
         self.seconds += time.perf_counter() - start
-        return writer.path
+        return writer.path if self._step_records else None
 
     def take_counts(self) -> dict[str, float]:
         """{"records", "seconds"} since the last call, then reset."""

@@ -170,12 +170,14 @@ def test_a_step_cut_short_leaves_the_earlier_steps_readable(tmp_path):
     redone.begin_step(1)
     redone.write(_record(step=1, sample=7))
     redone.end_step()
-    redone.begin_step(2)  # cut short by an error: dropped at close
-    redone.write(_record(step=2))
+    redone.begin_step(2)  # no record: no file
+    assert redone.end_step() is None
+    redone.begin_step(3)  # cut short by an error: dropped at close
+    redone.write(_record(step=3))
     redone.close()
     assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [(0, 0), (1, 7)]
     assert sorted(f.name for f in tmp_path.iterdir()) == [
-        "step_000000.jsonl.gz", "step_000001.jsonl.gz"]  # step 2's .tmp removed
+        "step_000000.jsonl.gz", "step_000001.jsonl.gz"]  # steps 2 and 3: no .tmp left
 
 
 def test_trace_files_errors_name_the_path(tmp_path):

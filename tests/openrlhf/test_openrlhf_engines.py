@@ -262,18 +262,23 @@ def test_traces_record_every_episode_and_runahead_output(group, run, replay_trac
     from openrlhf_srt.cache.keys import prompt_key
 
     root = Path(group.srt.trace_dir)
+    # the generator's rounds 1, 2 and 4: round 3 found epoch 1's prompts used up (OpenRLHF's
+    # end of epoch), generated nothing and left no file
+    rounds = (1, 2, 4)
     assert [f.relative_to(root).as_posix() for f in run.traces] == [
-        f"engine{e}/step_{s:06d}.jsonl.gz" for s in (1, 2, 3) for e in (0, 1)]
+        f"engine{e}/step_{s:06d}.jsonl.gz" for s in rounds for e in (0, 1)]
     rollouts = [r for recs in run.traces.values() for r in recs if r.tag == "rollout"]
     assert len(rollouts) == 3 * BATCH * N_SAMPLES
-    for s, step in enumerate(run.steps, start=1):
+    version = {}
+    for i, (s, step) in enumerate(zip(rounds, run.steps)):
         mine = [r for r in rollouts if r.step == s]
         prompts = {prompt_key(ids(group, p)): p for x in step.samples for p in x.prompts}
         assert sorted((r.prompt_key, r.sample_index) for r in mine) == sorted(
             (k, i) for k in prompts for i in range(N_SAMPLES))
         assert Counter(tuple(r.response_token_ids) for r in mine) == Counter(
             response_tokens(x) for x in step.samples)
-        assert {r.policy_version for r in mine} == {s - 1}
+        assert {r.policy_version for r in mine} == {i}  # training steps before it
+        version[s] = i
         assert all(r.label == f"label-{prompts[r.prompt_key][:6]}" for r in mine)
         assert all(r.finish_reason in ("stop", "length") for r in mine)
         # a prompt's samples are in the file of the engine it was dispatched to
@@ -282,11 +287,11 @@ def test_traces_record_every_episode_and_runahead_output(group, run, replay_trac
             assert all(engine_of[r.prompt_key] == int(f.parent.name[6:])
                        for r in recs if r.step == s and r.tag == "rollout")
     ahead = [r for recs in run.traces.values() for r in recs if r.tag == "runahead"]
-    assert ahead and {r.step for r in ahead} <= {1, 2, 3}
+    assert ahead and {r.step for r in ahead} <= set(rounds)
     slack = group.srt.max_draft_tokens
     assert all(filed_as(tuple(r.response_token_ids), run.filed["runahead"], slack)
                for r in ahead if r.response_token_ids)
-    assert all(r.policy_version == r.step - 1 for r in ahead)
+    assert all(r.policy_version == version[r.step] for r in ahead)
     figures = replay_trace(root)  # the whole directory, step files in step order
     assert figures["total"]["tokens"] >= sum(len(r.response_token_ids) for r in rollouts)
     m = run.steps[0].metrics
