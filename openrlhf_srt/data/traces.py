@@ -32,9 +32,10 @@ TRACE_VERSION = 1
 # step ends, and only whole files match.
 STEP_FILE = re.compile(r"step_(\d+)\.jsonl(?:\.gz)?")
 TMP_SUFFIX = ".tmp"
-# gzip level of the step files: zlib's default, near level 9's size at twice its speed
-# (figures in docs/traces.md, "Recording from training runs")
-STEP_FILE_COMPRESSLEVEL = 6
+# gzip level of the step files: level 1 writes 1.6-5x faster than zlib's default 6 for a
+# size larger by 14-50% (tools/bench_trace_write.py; docs/traces.md, "Recording from
+# training runs"): an engine actor writes on its event loop, so speed comes first
+STEP_FILE_COMPRESSLEVEL = 1
 
 
 class TraceFormatError(ValueError):
