@@ -281,7 +281,7 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
             sample_index=index, response_token_ids=list(response_ids),
             finish_reason=trace_finish_reason(finish_reason),
             policy_version=self._trace_version,
-            label=None if label is None or isinstance(label, str) else str(label),
+            label=label if label is None or isinstance(label, str) else str(label),
             reward=_finite_or_none(reward), tag=tag, extra=extra or {}))
 
     def _trace_episode(self, out: dict, turns: list) -> None:
