@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ _READ_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError)
 class TextFileError(ValueError):
     """A file that cannot be read as (gzipped) UTF-8 text; the message starts with the file
     (and line)."""
+
+
+def make_writable_dir(path: Path) -> None:
+    """Create the folder (and its parents) and write a file in it (removed): OSError if
+    either fails, so a run can refuse a folder at start rather than at its first write."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
 
 
 def _gzipped(path: Path) -> bool:

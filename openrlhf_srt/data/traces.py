@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from openrlhf_srt.cache.keys import check_token_ids
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
-from openrlhf_srt.data.textio import open_text, parse_json, text_lines
+from openrlhf_srt.data.textio import make_writable_dir, open_text, parse_json, text_lines
 
 FINISH_REASONS = ("stop", "length", "abort")
 # vLLM's other finish reasons, as a trace names them: `error` (a request-level failure) ended
@@ -193,9 +192,7 @@ def check_trace_dir(path: str | os.PathLike, flag: str) -> Path:
     working folder), created and tried for writing; ValueError naming `flag` if it cannot be."""
     resolved = Path(path).expanduser().resolve()
     try:
-        resolved.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=resolved):
-            pass
+        make_writable_dir(resolved)
     except OSError as e:
         raise ValueError(f"{flag} {path}: trace files cannot be written there "
                          f"({e.strerror or e})") from None

@@ -21,7 +21,6 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
 from openrlhf_srt.data.prompts import check_prompt_ids, load_prompts, render_prompt
+from openrlhf_srt.data.textio import make_writable_dir
 from openrlhf_srt.data.traces import StepTraceWriter, TraceRecord, trace_finish_reason
 from openrlhf_srt.local.algorithms import group_advantages, informative_groups, overlong_penalty
 from openrlhf_srt.local.local_runahead import LocalRunahead
@@ -212,9 +212,7 @@ class LocalTrainer:
         more checkpoint (a save writes beside the previous one before swapping)."""
         folder = self.ckpt_dir.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            make_writable_dir(folder)
         except OSError as e:
             raise CheckpointError(f"checkpoints cannot be written to {folder}: "
                                   f"{e.strerror or e}") from None
