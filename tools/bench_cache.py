@@ -6,7 +6,13 @@ Measures, per trace file:
     (median over steps; sequences whose response ends drop out of the batch);
   * insertion throughput: add every trace record (prompt + whole response) to a fresh cache;
   * bytes per cached token: stats()["bytes"] / stats()["tokens"] (prompt tokens once per
-    prompt + response tokens), and the global tree alone per response token.
+    prompt + response tokens) against the target of 64, the global tree's share of them,
+    the global tree alone per response token, and where the bytes are (TreeCache.memory());
+  * how many prompts of the DAPO shape (16 samples per prompt, long-tailed responses of up
+    to 8k tokens: mean --dapo-response tokens, prompt --dapo-prompt tokens, --dapo-steps
+    steps of history kept per prompt) fit in --dapo-gib GiB at the worst bytes per cached
+    token measured. An estimate: the per-sequence overheads are spread over the traces'
+    shorter responses, so it errs low.
 ArcticInference's SuffixDecodingCache (the design vLLM's `suffix` method uses: a local tree
 per request, one global tree of responses) does the same work in the same run when
 `arctic_inference` is importable; otherwise the comparison is reported as skipped.
@@ -27,6 +33,7 @@ import numpy as np
 from openrlhf_srt.cache import CacheConfig, TreeCache
 from openrlhf_srt.data.traces import read_traces
 
+TARGET_BYTES_PER_TOKEN = 64  # the whole forest's target (issue 16)
 DEFAULT_TRACES = [  # the reference traces, tests/reference_traces/README.md
     Path(__file__).resolve().parents[1] / "tests/reference_traces/smollm2_math_t0.6.jsonl.gz",
     Path(__file__).resolve().parents[1] / "tests/reference_traces/smollm2_math_t1.0.jsonl.gz",
@@ -157,6 +164,19 @@ def row(name, ours, theirs, unit, fmt="{:.2f}"):
     return f"| {name} | {fmt.format(ours)} {unit} | {fmt.format(theirs)} {unit} | {ours / theirs:.2f} |"
 
 
+def memory_rows(cache, tokens):
+    """Where the bytes are, largest first, per cached token (parts under 0.05 B left out)."""
+    parts = sorted(cache.memory().items(), key=lambda kv: -kv[1])
+    return [f"| {name} | {v / tokens:.1f} B |" for name, v in parts if v / tokens >= 0.05]
+
+
+def dapo_fit(bytes_per_token, args):
+    """Prompts of the DAPO shape whose history fits in --dapo-gib GiB."""
+    per_prompt = args.dapo_prompt + args.dapo_samples * args.dapo_steps * args.dapo_response
+    budget = args.dapo_gib * (1 << 30)
+    return per_prompt, int(budget // (bytes_per_token * per_prompt))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--traces", nargs="+", default=[str(p) for p in DEFAULT_TRACES])
@@ -165,12 +185,23 @@ def main(argv=None):
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-arctic", action="store_true", help="skip ArcticInference")
+    ap.add_argument("--dapo-gib", type=float, default=8.0, help="cache budget per engine, GiB")
+    ap.add_argument("--dapo-samples", type=int, default=16, help="samples per prompt")
+    ap.add_argument("--dapo-response", type=int, default=3000,
+                    help="mean response tokens (DAPO: up to 8k, long-tailed)")
+    ap.add_argument("--dapo-prompt", type=int, default=200, help="prompt tokens")
+    ap.add_argument("--dapo-steps", type=int, default=1,
+                    help="steps of history kept per prompt (samples x steps responses)")
     args = ap.parse_args(argv)
+    for flag in ("dapo_gib", "dapo_samples", "dapo_response", "dapo_prompt", "dapo_steps"):
+        if not getattr(args, flag) > 0:
+            ap.error(f"--{flag.replace('_', '-')} must be > 0")
     arctic = SuffixDecodingCache is not None and not args.no_arctic
     if not arctic:
         why = "--no-arctic given" if args.no_arctic else f"arctic_inference not importable ({ARCTIC_ERROR})"
         print(f"ArcticInference comparison skipped: {why}")
     print(f"load average before the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    worst = 0.0
     for path in args.traces:
         recs = load(path)
         ntok = sum(len(p) + len(r) for _, p, r in recs)
@@ -201,8 +232,22 @@ def main(argv=None):
                   "Mtok/s"))
         print(row("global tree bytes per response token", st["global_bytes"] / nresp, their_bpt,
                   "B", "{:.1f}"))
-        print(f"| whole forest bytes per cached token | {st['bytes'] / st['tokens']:.1f} B | - | - |")
+        bpt = st["bytes"] / st["tokens"]
+        worst = max(worst, bpt)
+        verdict = "yes" if bpt <= TARGET_BYTES_PER_TOKEN else "NO"
+        print(f"| whole forest bytes per cached token (<= {TARGET_BYTES_PER_TOKEN}: {verdict}) "
+              f"| {bpt:.1f} B | - | - |")
+        print(f"| global tree share of the forest bytes | "
+              f"{100 * st['global_bytes'] / st['bytes']:.0f}% | - | - |")
         print(f"| nodes (prompt trees + global) | {st['nodes']} | - | - |")
+        print("\nWhere the bytes are, per cached token (TreeCache.memory()):\n")
+        print("| part | bytes per cached token |\n|---|---|")
+        print("\n".join(memory_rows(cache, st["tokens"])))
+    per_prompt, fit = dapo_fit(worst, args)
+    print(f"\nDAPO shape: {args.dapo_samples} samples x {args.dapo_steps} step(s) of "
+          f"{args.dapo_response}-token responses (mean) + a {args.dapo_prompt}-token prompt = "
+          f"{per_prompt} cached tokens per prompt; at {worst:.1f} B per cached token (the worst "
+          f"trace above) {args.dapo_gib:g} GiB holds {fit} prompts' history.")
 
 
 if __name__ == "__main__":

@@ -4,19 +4,24 @@
         tests/reference_traces/smollm2_math_t1.0.jsonl.gz --plot replay.png
 
 prints, per trace file, tokens per verification step (mean accepted + 1), hit rate, acceptance
-rate and draft tokens per step for each strategy, and plots tokens per step against response
-position (one panel per trace file, one line per strategy).
+rate, draft tokens per step and replay speed (tokens/s, reading excluded) for each strategy,
+the peak resident memory, and plots tokens per step against response position (one panel per
+trace file, one line per strategy). Trace files are streamed step by step (docs/replay.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+import time
 from pathlib import Path
 
-from openrlhf_srt.data.traces import read_traces
-from openrlhf_srt.replay.simulator import Result, replay
+from openrlhf_srt.cache import MIN_BYTE_BUDGET, CacheConfig
+from openrlhf_srt.data.traces import trace_files
+from openrlhf_srt.replay.rounds import replay_steps
+from openrlhf_srt.replay.simulator import ORDERS, Result
 from openrlhf_srt.replay.strategies import (
     DEFAULT_STRATEGIES,
     STRATEGIES,
@@ -24,6 +29,13 @@ from openrlhf_srt.replay.strategies import (
     describe,
     make_strategies,
 )
+from openrlhf_srt.replay.stream import count_response_tokens, iter_steps
+
+LEFT_OUT = {  # strategies outside the default set, and why (printed with the defaults)
+    "native-history": "per-sequence loop (draft_context per sequence and round)",
+    "native-default": "per-sequence loop (token-tree drafts)",
+    "ngram": "per-token Python n-gram search",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,10 +43,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("traces", nargs="+",
                    help="trace files (.jsonl or .jsonl.gz) or a training run's trace "
                         "directory (its step files in step order: docs/traces.md)")
-    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                   help=f"comma-separated, from: {', '.join(STRATEGIES)}")
-    p.add_argument("--order", default="engine", choices=("engine", "sync"),
-                   help="when a sequence's new tokens reach the caches within a round")
+    p.add_argument("--strategies", default=None,
+                   help=f"comma-separated, from: {', '.join(STRATEGIES)} (default: "
+                        f"{','.join(DEFAULT_STRATEGIES)})")
+    p.add_argument("--order", default="sync", choices=ORDERS,
+                   help="when a sequence's new tokens reach the caches within a round: sync "
+                        "(after every draft of the round; the batched loop) or engine (right "
+                        "after its own verification; per-sequence loop)")
+    p.add_argument("--cache-bytes", type=int, default=CacheConfig.byte_budget,
+                   help="byte budget of each strategy's cache (the native cache evicts least "
+                        "recently used prompts beyond it)")
     p.add_argument("--max-depth", type=int, default=Common.max_depth)
     p.add_argument("--budget", type=int, default=Common.budget, help="draft tokens per step")
     p.add_argument("--min-prob", type=float, default=Common.min_prob)
@@ -49,39 +67,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write all figures as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    args.default_strategies = args.strategies is None
+    if args.strategies is None:
+        args.strategies = ",".join(DEFAULT_STRATEGIES)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not args.strategies:
         p.error("--strategies is empty")
+    if args.cache_bytes < MIN_BYTE_BUDGET:
+        p.error(f"--cache-bytes must be >= {MIN_BYTE_BUDGET}, got {args.cache_bytes}")
     for name in ("max_depth", "budget", "prompts", "bucket"):
         if getattr(args, name) < (0 if name in ("budget", "prompts") else 1):
             p.error(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
     return args
 
 
-def load(path: Path, prompts: int):
-    records = read_traces(path)  # a directory: its step files (trace_files)
-    if not records:
-        raise ValueError(f"{path}: the trace has no records")
-    if prompts:
-        keep: list[int] = []
-        for r in records:
-            if r.prompt_key not in keep and len(keep) < prompts:
-                keep.append(r.prompt_key)
-        records = [r for r in records if r.prompt_key in keep]
-    return records
-
-
 def table(results: list[Result]) -> str:
     steps = sorted({s for r in results for s in r.by_step})
     w = max(len("strategy"), *(len(r.strategy) for r in results))
     head = (f"{'strategy':<{w}} {'tok/step':>8} {'hit':>6} {'accept':>7} {'draft/st':>8} "
-            + " ".join(f"{'step' + str(s):>7}" for s in steps))
+            f"{'tok/s':>9} " + " ".join(f"{'step' + str(s):>7}" for s in steps))
     lines = [head, "-" * len(head)]
     for r in results:
         t = r.total
         per = " ".join(f"{r.by_step[s].tokens_per_step:>7.3f}" for s in steps)
         lines.append(f"{r.strategy:<{w}} {t.tokens_per_step:>8.3f} {t.hit_rate:>6.3f} "
-                     f"{t.acceptance:>7.3f} {t.draft_per_step:>8.2f} {per}")
+                     f"{t.acceptance:>7.3f} {t.draft_per_step:>8.2f} "
+                     f"{r.tokens_per_second:>9.0f} {per}")
     return "\n".join(lines)
 
 
@@ -92,6 +103,7 @@ def to_json(results: list[Result]) -> list[dict]:
                 "steps": s.steps, "tokens": s.tokens}
 
     return [{"strategy": r.strategy, "settings": r.settings, "total": stats(r.total),
+             "seconds": r.seconds, "tokens_per_second": r.tokens_per_second,
              "by_step": {str(k): stats(v) for k, v in sorted(r.by_step.items())},
              "by_position": {str(k * r.bucket): stats(v) for k, v in sorted(r.by_position.items())}}
             for r in results]
@@ -125,30 +137,48 @@ def plot(all_results: list[tuple[Path, list[Result]]], path: Path) -> None:
     plt.close(fig)
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    common = Common(args.max_depth, args.budget, args.min_prob, args.factor, args.tree)
+    common = Common(args.max_depth, args.budget, args.min_prob, args.factor, args.tree,
+                    args.cache_bytes)
     try:
         strategies = make_strategies(args.strategies, common)
-        inputs = [(Path(t), load(Path(t), args.prompts)) for t in args.traces]
+        for t in args.traces:
+            trace_files(t)  # a missing file, or a directory without step files
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return 2
-    print(f"order {args.order}")
+    print(f"order {args.order}, cache budget {args.cache_bytes} bytes per strategy")
     for s in strategies:
         print(f"  {s.name}: {describe(s.name)}")
         print("    " + ", ".join(f"{k}={v}" for k, v in s.settings().items()))
+    if args.default_strategies:
+        print("  not in the default set (name them with --strategies): "
+              + "; ".join(f"{k}: {v}" for k, v in LEFT_OUT.items()))
     all_results = []
-    for path, records in inputs:
+    for t in args.traces:
+        path = Path(t)
+        # the bar's total (for its ETA): a quick scan, only when every prompt is replayed
+        total = None if args.quiet or args.prompts else count_response_tokens(path)
+        start = time.perf_counter()
         try:
-            results = replay(records, strategies, order=args.order, bucket=args.bucket,
-                             progress=not args.quiet)
-        except ValueError as e:
-            print(f"replay: error: {path}: {e}", file=sys.stderr)
+            results = replay_steps(iter_steps(path, args.prompts), strategies,
+                                   order=args.order, bucket=args.bucket,
+                                   progress=not args.quiet, total_tokens=total,
+                                   desc=f"replay {path.name}")
+        except ValueError as e:  # file errors name file and line already
+            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+            print(f"replay: error: {msg}", file=sys.stderr)
             return 2
-        n = len({(r.step, r.prompt_key) for r in records})
-        print(f"\n{path.name}: {len(records)} responses, {n} prompt-steps, "
-              f"{sum(len(r.response_token_ids) for r in records)} tokens")
+        wall = time.perf_counter() - start
+        tokens = results[0].total.tokens
+        print(f"\n{path.name}: {tokens} tokens, {len(results[0].by_step)} steps; "
+              f"{wall:.1f} s wall for {len(results)} strategies (reading included), "
+              f"peak RSS {peak_rss_mib():.0f} MiB so far")
         print(table(results))
         all_results.append((path, results))
     if args.plot:

@@ -177,6 +177,13 @@ class TreeCache:
         (docs/cache.md, "Memory")."""
         return self._c.stats()
 
+    def memory(self) -> dict[str, int]:
+        """Where stats()["bytes"] are, part by part (they add up to it): for all prompt trees
+        (``prompt_*``) and the global tree (``global_*``) nodes, node_slack, leaves,
+        leaf_slack, texts, loci, seq_records, slot_map, child_tables, fixed; then
+        prompt_entries, records, detached (docs/cache.md, "Memory"). Visits every sequence."""
+        return self._c.memory()
+
     def check(self) -> None:
         """Verify every invariant of every tree (slow; for tests). Raises AssertionError."""
         err = self._c.check()

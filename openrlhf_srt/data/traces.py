@@ -137,8 +137,9 @@ def parse_record(obj: dict) -> TraceRecord:
     )
 
 
-def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
-    """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
+def iter_numbered_traces(path: str | os.PathLike) -> Iterator[tuple[int, TraceRecord]]:
+    """(line number, record) of every record of a .jsonl or .jsonl.gz trace file, validating
+    every line (for readers that report a later inconsistency by file and line)."""
     path = Path(path)
     for lineno, line in text_lines(path):
         if not line.strip():
@@ -147,6 +148,12 @@ def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
             record = parse_record(parse_json(line))
         except ValueError as e:
             raise TraceFormatError(f"{path}:{lineno}: {e}") from None
+        yield lineno, record
+
+
+def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
+    """Yield the records of a .jsonl or .jsonl.gz trace file, validating every line."""
+    for _, record in iter_numbered_traces(path):
         yield record
 
 
@@ -230,7 +237,7 @@ class TraceWriter:
         if self._target != self.path:
             self._target.unlink(missing_ok=True)
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

@@ -23,6 +23,7 @@ Samples returned are exactly OpenRLHF's: run-ahead output never leaves the engin
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from openrlhf_srt.openrlhf.routing import StickyRouter
 from openrlhf_srt.openrlhf.step_metrics import step_metrics
 from openrlhf_srt.runahead import LookaheadPrompts
 from openrlhf_srt.srt_config import SRTConfig
+
+log = logging.getLogger(__name__)
 
 
 def unpack_openrlhf_item(item) -> list:
@@ -196,17 +199,26 @@ class SRTSamplesGenerator(SamplesGenerator):
         (d / "engines.txt").write_text(f"{len(self.vllm_engines)}\n")
         return paths
 
-    def load_snapshots(self, directory: str | Path) -> bool:
-        """Restore the caches saved by save_snapshots; False (nothing loaded) when the
-        directory is missing or was written by a different number of engines (prompt homes
-        depend on it)."""
+    def load_snapshots(self, directory: str | Path) -> int:
+        """Restore the caches saved by save_snapshots; returns how many engines got theirs
+        (0: the directory is missing). A group resumed with another number of engines loads
+        engine i's snapshot into engine i for every i both groups have: rendezvous homes move
+        only the prompts of an added engine (to it) or of a removed last engine (away from
+        it), so every other prompt finds its tree where it was (docs/openrlhf.md, "Adding
+        or removing engines")."""
         d = Path(directory).resolve()
         meta = d / "engines.txt"
-        if not meta.is_file() or int(meta.read_text().split()[0]) != len(self.vllm_engines):
-            return False
+        if not meta.is_file():
+            return 0
+        saved = int(meta.read_text().split()[0])
+        shared = min(saved, len(self.vllm_engines))
+        if saved != len(self.vllm_engines):
+            log.warning("SRT: snapshots of %d engines, %d engines now: engines 0..%d resume "
+                        "warm; prompts whose home moved start cold", saved,
+                        len(self.vllm_engines), shared - 1)
         ray.get([e.srt_load_snapshot.remote(str(d / f"engine{i}.snap"))
-                 for i, e in enumerate(self.vllm_engines)])
-        return True
+                 for i, e in enumerate(self.vllm_engines[:shared])])
+        return shared
 
 
 class _DispatchView:

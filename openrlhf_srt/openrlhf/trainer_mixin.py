@@ -89,8 +89,8 @@ class SRTTrainerMixin:
             self.samples_generator.policy_version = step  # fit() pushes the checkpoint's weights
             if self.srt.snapshot:
                 d = snapshot_dir(self.args.ckpt.path, step)
-                if self.samples_generator.load_snapshots(d):
-                    log.info("SRT: restored cache snapshots from %s", d)
+                if loaded := self.samples_generator.load_snapshots(d):
+                    log.info("SRT: restored %d engines' cache snapshots from %s", loaded, d)
                 else:
                     log.warning("SRT: no usable cache snapshot in %s; starting with empty "
                                 "caches", d)

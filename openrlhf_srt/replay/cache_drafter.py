@@ -23,15 +23,38 @@ class CacheDrafter(Drafter):
 
     def __init__(self, name: str, rule: str = "prompt", max_depth: int = 24,
                  min_prob: float = 0.1, tree: bool = False, history: bool = False,
-                 window: int = 0, global_weight: float = 1.0, reference: bool = False) -> None:
+                 window: int = 0, global_weight: float = 1.0, reference: bool = False,
+                 byte_budget: int | None = None) -> None:
         self.name = name
         self.tree, self.history, self.window, self.reference = tree, history, window, reference
+        budget = {} if byte_budget is None else {"byte_budget": byte_budget}
         self.config = CacheConfig(max_depth=max_depth, rule=rule, min_prob=min_prob,
-                                  global_weight=global_weight)
+                                  global_weight=global_weight, **budget)
         self._cache = (ReferenceCache if reference else TreeCache)(self.config)
         self._done: list[SeqState] = []
         self._runahead_ids: list[int] = []
         self._next_runahead_id = -1  # replayed sequences have ids >= 0
+
+    @property
+    def cache(self):
+        """The cache replayed (native TreeCache or ReferenceCache)."""
+        return self._cache
+
+    @property
+    def batchable(self) -> bool:
+        """Whether the batched round loop can replay it: the native cache's ``step`` drafts
+        paths for registered (online) sequences only."""
+        return not (self.reference or self.tree or self.history)
+
+    def why_per_sequence(self) -> str:
+        """Why this drafter needs the per-sequence loop ('' when it does not)."""
+        if self.reference:
+            return "pure-Python reference cache"
+        if self.tree:
+            return "token-tree drafts: the native batched step drafts paths only"
+        if self.history:
+            return "history insertion drafts with draft_context, one call per sequence"
+        return ""
 
     def settings(self) -> dict[str, object]:
         c = self.config

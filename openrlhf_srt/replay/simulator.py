@@ -1,31 +1,44 @@
-"""Replay simulator: speculative decoding of recorded rollouts with model-free drafters.
+"""Replay simulator: what the round loops (``rounds.py``) share: strategies, draft budgets,
+simulated run-ahead, statistics and per-draft verification.
 
-Trace records (``openrlhf_srt.data.traces``) are replayed training step by training step. All
+Trace files are streamed training step by training step (``stream.iter_steps``); every
+strategy replays each step before the next one is read, so memory holds the strategies'
+caches plus one step of records (two with run-ahead, which reads the next step). All
 sequences of a step form one engine batch and advance together, one verification round at a
 time: in each round every running sequence drafts, its draft is verified against the recorded
 response (accepted while it equals the recorded tokens, then one more recorded token, the
-target model's own), and its new tokens are handed to the drafter. In ``engine`` order a
-sequence's new tokens reach the caches right after its own verification, so sequences later
-in the batch already see them when they draft in the same round (this is the order of vLLM's
-proposer loop, which adds each request's sampled tokens and then drafts for it); ``sync``
-order hands all tokens over only after every sequence of the round has drafted. See
-docs/replay.md for why greedy-match replay has the acceptance distribution of real
-rejection sampling.
+target model's own), and its new tokens are handed to the drafter.
+
+Two loops run a round (``Strategy.loop``):
+
+- ``batched``: one native ``TreeCache.step`` call per round appends every
+  running sequence's tokens of the previous round and drafts a path for each, as the
+  engine's proposer does; verification and token gathering are numpy over flat arrays. This
+  is ``sync`` order: every draft of a round sees every sequence's tokens up to the previous
+  round.
+- ``per-sequence``: a Python loop over the running sequences with one drafter call
+  each; needed for ``engine`` order (a sequence's new tokens reach the caches right after its
+  own verification, so later sequences of the same round see them), token-tree drafts,
+  history-only insertion, the pure-Python reference cache, ArcticInference and n-gram.
+
+See docs/replay.md for why greedy-match replay has the acceptance distribution of real
+rejection sampling, and for the difference between the two orders.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
-from openrlhf_srt.data.traces import TraceRecord
 from openrlhf_srt.drafting.budget import BudgetConfig, length_aware_budgets
-from openrlhf_srt.replay.drafters import Drafter, DraftTree, RunAheadRollout, SeqState
+from openrlhf_srt.replay.drafters import Drafter, DraftTree, RunAheadRollout
+from openrlhf_srt.replay.stream import StepRecords
+
+ORDERS = ("sync", "engine")
+LOOPS = ("batched", "per-sequence")
 
 
 @dataclass(frozen=True)
@@ -50,16 +63,21 @@ class RunAhead:
         if self.samples < 0:
             raise ValueError("run-ahead samples must be >= 0")
 
-    def partials(self, prompts: Sequence[int],
-                 later: dict[int, list[TraceRecord]]) -> list[RunAheadRollout]:
+    def partials(self, prompts: Sequence[int], later: StepRecords) -> list[RunAheadRollout]:
+        """Run-ahead rollouts for a step whose prompts are ``prompts`` (batch order), cut from
+        the records of the step after it."""
+        rows: dict[int, list[int]] = defaultdict(list)
+        for i, key in enumerate(later.prompt_keys.tolist()):
+            rows[key].append(i)  # samples by index within a prompt (StepRecords order)
         f = self.prompt_fraction
         out = []
         for i, key in enumerate(prompts):
-            if int((i + 1) * f) > int(i * f) and key in later:
-                for r in later[key][: self.samples]:
-                    cut = r.response_token_ids[: int(len(r.response_token_ids) * self.token_fraction)]
-                    if cut:
-                        out.append(RunAheadRollout(key, list(r.prompt_token_ids), list(cut)))
+            if int((i + 1) * f) > int(i * f) and key in rows:
+                for r in rows[key][: self.samples]:
+                    resp = later.response(r)
+                    cut = resp[: int(len(resp) * self.token_fraction)]
+                    if cut.size:
+                        out.append(RunAheadRollout(key, later.prompt(r).tolist(), cut.tolist()))
         return out
 
 
@@ -76,9 +94,13 @@ class Budget:
                              f"not {self.config.rule!r}")
 
     def __call__(self, response_len: int) -> int:
+        return int(self.many(np.asarray([response_len]))[0])
+
+    def many(self, response_lens: np.ndarray) -> np.ndarray:
+        """The budget of every sequence of a round (int32), one numpy call."""
         if self.config.rule == "fixed":
-            return self.config.max_draft_tokens
-        return int(length_aware_budgets(np.asarray([response_len]), self.config)[0])
+            return np.full(len(response_lens), self.config.max_draft_tokens, dtype=np.int32)
+        return length_aware_budgets(response_lens, self.config).astype(np.int32)
 
     def describe(self) -> str:
         c = self.config
@@ -90,16 +112,26 @@ class Budget:
 
 @dataclass
 class Strategy:
-    """A named drafter factory with its draft budget and optional run-ahead."""
+    """A named drafter factory with its draft budget, optional run-ahead, and the loop that
+    replays it: ``batched`` (one native call per round; only for the native cache drafting
+    paths with online insertion, in sync order) or ``per-sequence``; ``why`` says why a
+    strategy is on the per-sequence loop."""
 
     name: str
     make: Callable[[], Drafter]
-    budget: Callable[[int], int] = field(default_factory=Budget)
+    budget: Budget = field(default_factory=Budget)
     runahead: RunAhead | None = None
+    loop: str = "per-sequence"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.loop not in LOOPS:
+            raise ValueError(f"loop must be one of {LOOPS}, got {self.loop!r}")
 
     def settings(self) -> dict[str, object]:
         out = dict(self.make().settings())
-        out["budget"] = getattr(self.budget, "describe", lambda: repr(self.budget))()
+        out["loop"] = self.loop + (f" ({self.why})" if self.why else "")
+        out["budget"] = self.budget.describe()
         if self.runahead is not None:
             r = self.runahead
             out["runahead"] = (f"{r.prompt_fraction:g} of prompts, {r.samples} next-step "
@@ -121,6 +153,13 @@ class Stats:
         self.accepted += accepted
         self.drafted += drafted
         self.hits += drafted > 0
+
+    def add_sums(self, steps: int, tokens: int, accepted: int, drafted: int, hits: int) -> None:
+        self.steps += int(steps)
+        self.tokens += int(tokens)
+        self.accepted += int(accepted)
+        self.drafted += int(drafted)
+        self.hits += int(hits)
 
     @property
     def tokens_per_step(self) -> float:
@@ -147,28 +186,13 @@ class Result:
     by_step: dict[int, Stats] = field(default_factory=lambda: defaultdict(Stats))
     by_position: dict[int, Stats] = field(default_factory=lambda: defaultdict(Stats))
     bucket: int = 32
+    seconds: float = 0.0  # wall time spent replaying (reading the trace excluded)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.total.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def group_steps(records: Sequence[TraceRecord]) -> list[tuple[int, list[TraceRecord]]]:
-    """Records per training step, in step order; within a step, prompts in order of first
-    appearance and samples by index. Raises ValueError on an empty or inconsistent trace."""
-    if not records:
-        raise ValueError("the trace has no records")
-    steps: dict[int, list[TraceRecord]] = defaultdict(list)
-    seen = set()
-    for r in records:
-        ident = (r.step, r.prompt_key, r.sample_index)
-        if ident in seen:
-            raise ValueError(f"duplicate record: step {r.step}, prompt key {r.prompt_key}, "
-                             f"sample {r.sample_index}")
-        seen.add(ident)
-        steps[r.step].append(r)
-    out = []
-    for step in sorted(steps):
-        order = {k: i for i, k in reversed(list(enumerate(r.prompt_key for r in steps[step])))}
-        recs = sorted(steps[step], key=lambda r: (order[r.prompt_key], r.sample_index))
-        out.append((step, recs))
-    return out
 
 
 def verify(draft: DraftTree, target: Sequence[int], pos: int) -> int:
@@ -181,70 +205,3 @@ def verify(draft: DraftTree, target: Sequence[int], pos: int) -> int:
             current = i
             accepted += 1
     return accepted
-
-
-def replay(records: Sequence[TraceRecord], strategies: Sequence[Strategy],
-           order: str = "engine", bucket: int = 32, progress: bool = True) -> list[Result]:
-    """Replay ``records`` once per strategy; returns one Result per strategy."""
-    if order not in ("engine", "sync"):
-        raise ValueError(f"order must be 'engine' or 'sync', got {order!r}")
-    if bucket < 1:
-        raise ValueError("bucket must be >= 1")
-    steps = group_steps(records)
-    by_prompt_step: dict[int, dict[int, list[TraceRecord]]] = defaultdict(lambda: defaultdict(list))
-    for step, recs in steps:
-        for r in recs:
-            by_prompt_step[step][r.prompt_key].append(r)
-    total_tokens = sum(len(r.response_token_ids) for _, recs in steps for r in recs)
-    results = []
-    for strategy in strategies:
-        drafter = strategy.make()
-        res = Result(strategy.name, strategy.settings(), bucket=bucket)
-        bar = tqdm(total=total_tokens, desc=f"replay {strategy.name}", unit="tok",
-                   disable=not progress, file=sys.stderr, leave=False)
-        next_id = 0
-        for idx, (step, recs) in enumerate(steps):
-            partials = []
-            if strategy.runahead is not None and idx + 1 < len(steps):
-                later = by_prompt_step[steps[idx + 1][0]]
-                partials = strategy.runahead.partials(list(by_prompt_step[step]), later)
-            drafter.begin_step(step, partials)
-            seqs = []
-            for r in recs:
-                seqs.append(SeqState(next_id, step, r.prompt_key, list(r.prompt_token_ids),
-                                     list(r.response_token_ids)))
-                next_id += 1
-            for seq in seqs:
-                drafter.start(seq)
-            active = [s for s in seqs if s.target]
-            for s in seqs:
-                if not s.target:
-                    drafter.finish(s)
-            while active:
-                pending = []
-                for seq in active:
-                    pos = len(seq.response)
-                    draft = drafter.draft(seq, strategy.budget(pos))
-                    accepted = verify(draft, seq.target, pos)  # at most the tokens left
-                    new = seq.target[pos : pos + accepted + 1]  # no bonus token after the end
-                    for stats in (res.total, res.by_step[step], res.by_position[pos // bucket]):
-                        stats.add(len(draft.token_ids), accepted, len(new))
-                    bar.update(len(new))
-                    if order == "engine":
-                        _hand_over(drafter, seq, new)
-                    else:
-                        pending.append((seq, new))
-                for seq, new in pending:
-                    _hand_over(drafter, seq, new)
-                active = [s for s in active if len(s.response) < len(s.target)]
-            drafter.end_step(step)
-        bar.close()
-        results.append(res)
-    return results
-
-
-def _hand_over(drafter: Drafter, seq: SeqState, new: list[int]) -> None:
-    seq.response.extend(new)
-    drafter.extend(seq, new)
-    if len(seq.response) == len(seq.target):
-        drafter.finish(seq)

@@ -2,7 +2,8 @@
 
 A strategy is a cache design replayed on one implementation:
 
-- ``native-<design>``: the project's native cache with its own rules (the default set);
+- ``native-<design>``: the project's native cache with its own rules (the default set: those
+  the batched round loop replays);
 - ``reference-<design>``: the same on the cache's pure-Python reference (slow; a replay of it
   must equal the native one);
 - ``arctic-<design>``: ArcticInference's suffix trees with vLLM's ``suffix`` rules, where
@@ -35,6 +36,7 @@ class Common:
     min_prob: float = 0.1
     factor: float = 1.0  # arctic-* only: ArcticInference's max_spec_factor
     tree: bool = False  # draft token trees instead of single paths
+    cache_bytes: int | None = None  # native/reference caches: byte budget (None: CacheConfig's)
 
 
 # Designs on the project's cache: design -> (description, CacheDrafter settings, extras).
@@ -84,7 +86,13 @@ STRATEGIES: dict[str, tuple[str, str, dict, dict]] = {
     "ngram": ("n-gram lookup in the own prompt + response (vLLM ngram)", "ngram", {}, {}),
 }
 
-DEFAULT_STRATEGIES = (*(f"native-{d}" for d in CACHE_DESIGNS), "ngram")
+NGRAM_WHY = "pure-Python n-gram search, a loop over the context per draft"
+# The default set: every native design the batched round loop replays (paths, online
+# insertion). Left out, each with the reason the replay prints: native-history and
+# native-default (one native call per sequence and round: draft_context / token trees) and
+# ngram (a per-token Python loop); name them with --strategies to replay them.
+DEFAULT_STRATEGIES = ("native-global", "native-srt", "native-best", "native-merge",
+                      "native-das", "native-srt-runahead")
 
 
 def make_strategies(names: Sequence[str], common: Common | None = None) -> list[Strategy]:
@@ -101,7 +109,8 @@ def make_strategies(names: Sequence[str], common: Common | None = None) -> list[
             from openrlhf_srt.replay.cache_drafter import CacheDrafter
 
             kw = {"max_depth": common.max_depth, "min_prob": common.min_prob,
-                  "tree": common.tree, **kwargs, "reference": implementation == "reference"}
+                  "tree": common.tree, **kwargs, "reference": implementation == "reference",
+                  "byte_budget": common.cache_bytes}
             make = partial(CacheDrafter, name, **kw)
         elif implementation == "arctic":
             from openrlhf_srt.replay.arctic import ArcticDrafter
@@ -111,14 +120,23 @@ def make_strategies(names: Sequence[str], common: Common | None = None) -> list[
             make = partial(ArcticDrafter, name=name, **kw)
         else:
             make = partial(NgramDrafter, name=name)
-        make()  # fail here, not mid-replay, when a dependency is missing
+        drafter = make()  # fail here, not mid-replay, when a dependency is missing
+        if implementation == "native":
+            why = drafter.why_per_sequence()
+        elif implementation == "reference":
+            why = "pure-Python reference cache"
+        elif implementation == "arctic":
+            why = "ArcticInference's trees draft one sequence per call"
+        else:
+            why = NGRAM_WHY
         if extras.get("length_aware"):
             # DAS: full budget at the traces' length cap (256), 2 tokens at the start
             cfg = BudgetConfig(rule="length_aware", max_draft_tokens=common.budget,
                                length_aware_full_at=256)
         else:
             cfg = BudgetConfig(rule="fixed", max_draft_tokens=common.budget)
-        out.append(Strategy(name, make, Budget(cfg), extras.get("runahead")))
+        out.append(Strategy(name, make, Budget(cfg), extras.get("runahead"),
+                            loop="per-sequence" if why else "batched", why=why))
     return out
 
 

@@ -44,9 +44,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from openrlhf_srt.cache.keys import prompt_key
-from openrlhf_srt.drafting.budget import choose_budgets
-from openrlhf_srt.drafting.calibration import AcceptanceCalibrator, conditionals, running_products
+from openrlhf_srt.drafting.calibration import AcceptanceCalibrator
 from openrlhf_srt.drafting.cost_model import StepCostModel
+from openrlhf_srt.drafting.policy import draft_lengths, observe_outcomes
 from openrlhf_srt.runahead import RUNAHEAD_ARG
 from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
@@ -194,9 +194,8 @@ class SRTProposer:
 
         drafts = self.source.step(seq_ids, new_tokens, counts.astype(np.int32), caps)
         offs = np.asarray(drafts.offsets, dtype=np.int64)
-        raw_cond = conditionals(drafts.probs, offs)
-        calibrated = running_products(self.calibrator.calibrate_conditionals(raw_cond), offs)
-        lens = choose_budgets(self.budget, calibrated, offs, total - prompt_len, self.cost)
+        lens, raw_cond = draft_lengths(self.budget, self.calibrator, drafts.probs, offs,
+                                       total - prompt_len, self.cost)
         toks = drafts.tokens.tolist()
         starts = offs[:-1].tolist()
         out = [toks[a:a + d] for a, d in zip(starts, lens.tolist())]
@@ -304,9 +303,7 @@ class SRTProposer:
         self.c_verified_tokens += int(dv.sum())
         self.c_accepted += int(acc.sum())
         flat = np.concatenate([c for c, v in zip(conds, verified.tolist()) if v])
-        pos = np.arange(flat.size) - np.repeat(np.cumsum(dv) - dv, dv)
-        seen = pos <= np.repeat(acc, dv)  # accepted ones and the first rejected one
-        self.calibrator.observe(flat[seen], (pos < np.repeat(acc, dv))[seen])
+        observe_outcomes(self.calibrator, flat, dv, acc)
 
     # ---------------------------------------------------------------- worker RPCs
     def reset_counters(self) -> None:

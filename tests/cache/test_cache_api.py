@@ -577,6 +577,24 @@ def test_stats_are_live_figures():
     assert c.stats()["prompts"] == 0 and c.stats()["nodes"] == 0
 
 
+def test_memory_breakdown_adds_up_to_the_byte_figures():
+    c = TreeCache(CacheConfig(max_depth=8))
+    fill(c, corpus(), finish=False)
+    for finish in (False, True):
+        if finish:
+            for sid in range(len(corpus())):
+                c.finish_sequence(sid)
+        m, s = c.memory(), c.stats()
+        assert sum(m.values()) == s["bytes"]
+        assert sum(v for k, v in m.items() if k.startswith("global_")) == s["global_bytes"]
+        assert sum(v for k, v in m.items() if k.startswith("prompt_")) == s["prompt_bytes"]
+        assert m["records"] == s["record_bytes"] and m["detached"] == s["detached_bytes"]
+        assert m["prompt_leaves"] > 0 and m["global_leaves"] > 0 and m["global_nodes"] > 0
+        assert (m["global_loci"] > 0) == (not finish)  # loci only while running
+    c.remove_sequence(0)
+    assert sum(c.memory().values()) == c.stats()["bytes"]
+
+
 # ------------------------------------------------------------- the budget, a hard bound
 BYTE_PARTS = ("prompt_bytes", "global_bytes", "record_bytes", "detached_bytes")
 
@@ -593,7 +611,7 @@ def test_byte_budget_is_a_hard_bound_under_random_calls(seed):
     running, finished = [], []  # the caller's sequences
     next_id, step = 0, 0
     ops = ["add", "extend", "step", "finish", "remove", "drop", "resize", "draft", "next_step"]
-    for _ in range(4000):  # far more adds than finishes: running sequences pile up
+    for call in range(4000):  # far more adds than finishes: running sequences pile up
         op = rng.choices(ops, weights=[10, 6, 2, 1, 1, 1, 1, 1, 1])[0]
         if op == "add" or not running and op in ("extend", "step", "finish", "draft"):
             key = rng.randrange(len(prompts))
@@ -634,6 +652,8 @@ def test_byte_budget_is_a_hard_bound_under_random_calls(seed):
         assert s["bytes"] <= s["byte_budget"], (op, s)
         c.check()
         assert sum(s[k] for k in BYTE_PARTS) == s["bytes"], s
+        if call % 50 == 0:  # the finer breakdown adds up too
+            assert sum(c.memory().values()) == s["bytes"], (op, c.memory(), s)
         assert s["running"] + s["detached"] + s["dropped"] == len(running), (op, s)
     s = c.stats()
     # the run exercised what it is about: evictions, detached and dropped sequences

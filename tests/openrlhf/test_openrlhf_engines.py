@@ -312,8 +312,19 @@ def test_snapshot_save_and_restore(group, run, tmp_path):
     for b, a in zip(before, after):
         assert (a["prompts"], a["sequences"], a["tokens"]) == (b["prompts"], b["sequences"],
                                                                b["tokens"])
-    (tmp_path / "snap" / "engines.txt").write_text("3\n")  # written by another engine count
-    assert not gen.load_snapshots(tmp_path / "snap")
+    # written by a group of 3 that lost its last engine: both survivors load their own
+    (tmp_path / "snap" / "engines.txt").write_text("3\n")
+    ray.get([e.srt_clear.remote() for e in group.engines])
+    assert gen.load_snapshots(tmp_path / "snap") == 2
+    assert [ray.get(e.srt_stats.remote())["cache"]["tokens"] for e in group.engines] == [
+        b["tokens"] for b in before]
+    # written by a group of 1 that gained an engine: engine 0 loads, engine 1 starts cold
+    (tmp_path / "snap" / "engines.txt").write_text("1\n")
+    ray.get([e.srt_clear.remote() for e in group.engines])
+    assert gen.load_snapshots(tmp_path / "snap") == 1
+    assert [ray.get(e.srt_stats.remote())["cache"]["tokens"] for e in group.engines] == [
+        before[0]["tokens"], 0]
+    assert gen.load_snapshots(tmp_path / "missing") == 0
 
 
 def test_checkpoint_resume_through_trainer_mixin(group, run, tmp_path):

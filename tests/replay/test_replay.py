@@ -10,15 +10,18 @@ import random
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from openrlhf_srt.cache import CacheConfig, TreeCache
-from openrlhf_srt.data.traces import TraceRecord, read_traces
+from openrlhf_srt.cache import CacheConfig, TreeCache, prompt_key
+from openrlhf_srt.data.traces import TraceFormatError, TraceRecord, read_traces
 from openrlhf_srt.replay.cache_drafter import CacheDrafter
 from openrlhf_srt.replay.drafters import DraftTree, NgramDrafter, RunAheadRollout, SeqState
 from openrlhf_srt.replay.reference_cache import ReferenceCache
-from openrlhf_srt.replay.simulator import RunAhead, Strategy, replay, verify
+from openrlhf_srt.replay.rounds import accepted_lengths, flat_gather, replay
+from openrlhf_srt.replay.simulator import RunAhead, Strategy, verify
 from openrlhf_srt.replay.strategies import CACHE_DESIGNS, Common, make_strategies
+from openrlhf_srt.replay.stream import count_response_tokens, iter_steps, steps_from_records
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "reference_traces"  # tests/reference_traces/README.md
@@ -59,6 +62,7 @@ def srt(implementation, name="srt", history=False):
 
 
 def tokens_per_step(records, strategy, order="engine"):
+    # engine order by default: the hand-computed cases below walk a round sequence by sequence
     return replay(records, [strategy], order=order, progress=False)[0]
 
 
@@ -139,7 +143,7 @@ def test_runahead_uses_next_step_and_never_changes_responses(implementation):
     # step 0 drafts 6 7 after 5 from step 1's sample 0 cut to 3 tokens (5 6 7)
     assert ahead.by_step[0].steps < plain.by_step[0].steps
     assert ahead.by_step[0].accepted > plain.by_step[0].accepted
-    later = {9: [r for r in records if r.step == 1]}
+    later = steps_from_records([r for r in records if r.step == 1])[0]
     assert ra.partials([9], later) == [RunAheadRollout(9, [9], [5, 6, 7])]
 
 
@@ -259,17 +263,79 @@ def figures(result):
     return vars(result.total), rows(result.by_step), rows(result.by_position)
 
 
+@pytest.mark.parametrize("order", ["sync", "engine"])
 @pytest.mark.parametrize("tree", [False, True], ids=["path", "tree"])
 @pytest.mark.parametrize("design", sorted(CACHE_DESIGNS))
-def test_native_and_reference_caches_replay_the_same(design, tree):
+def test_native_and_reference_caches_replay_the_same(design, tree, order):
+    # In sync order the native path designs (all but history) run on the batched loop (one
+    # TreeCache.step per round, numpy verification); the reference always runs the simple
+    # per-sequence loop, so equal figures check the fast loop against it.
     common = Common(max_depth=6, budget=3, min_prob=0.1, tree=tree)
+    strategies = make_strategies([f"native-{design}", f"reference-{design}"], common=common)
+    settings = CACHE_DESIGNS[design][1]
+    batched = not settings.get("tree", tree) and not settings.get("history")
+    assert [s.loop for s in strategies] == ["batched" if batched else "per-sequence",
+                                            "per-sequence"]
     for seed in range(4):
         records = random_trace(seed)
-        native, reference = replay(
-            records, make_strategies([f"native-{design}", f"reference-{design}"], common=common),
-            progress=False)
+        native, reference = replay(records, strategies, order=order, progress=False)
         assert native.total.accepted > 0, "the trace must exercise drafting"
         assert figures(native) == figures(reference), (design, seed)
+
+
+def test_batched_loop_equals_per_sequence_loop_on_shared_traces():
+    records = [r for r in read_traces(TRACES[0]) if r.step < 2]
+    fast = make_strategies(["native-merge", "native-das", "native-srt-runahead"])
+    slow = make_strategies(["native-merge", "native-das", "native-srt-runahead"])
+    for s in slow:
+        s.loop = "per-sequence"
+    assert {s.loop for s in fast} == {"batched"}
+    for a, b in zip(replay(records, fast, progress=False), replay(records, slow, progress=False)):
+        assert a.total.hits > 0
+        assert figures(a) == figures(b), a.strategy
+
+
+def test_numpy_verification_and_gather():
+    # drafts [5 6 9] [] [7 7] [1]; recorded tokens from starts 0, 4, 4, 8 with 3, 2, 1, 5 left
+    data = np.array([5, 6, 7, 8, 7, 2, 9, 9, 1, 0], dtype=np.int32)
+    draft = np.array([5, 6, 9, 7, 7, 1], dtype=np.int32)
+    offsets = np.array([0, 3, 3, 5, 6])
+    starts, left = np.array([0, 4, 4, 8]), np.array([3, 2, 1, 5])
+    # 5 6 match, 9 != 7 -> 2; empty -> 0; 7 matches, second 7 beyond the 1 token left -> 1; 1
+    assert accepted_lengths(draft, offsets, data, starts, left).tolist() == [2, 0, 1, 1]
+    assert flat_gather(data, starts, np.array([3, 0, 1, 2])).tolist() == [5, 6, 7, 7, 1, 0]
+
+
+def write_trace(path, records):
+    """The records as a trace file; the reader derives each prompt_key from the prompt."""
+    lines = []
+    for r in records:
+        obj = json.loads(r.to_json())
+        del obj["prompt_key"]
+        lines.append(json.dumps(obj) + "\n")
+    path.write_text("".join(lines))
+
+
+def test_stream_reads_step_by_step_and_refuses_steps_going_back(tmp_path):
+    records = [rec(0, [9], 0, [1, 2]), rec(0, [8], 0, [3]), rec(0, [9], 1, [4]),
+               rec(1, [9], 0, [5, 6, 7])]
+    trace = tmp_path / "t.jsonl"
+    write_trace(trace, records)
+    steps = list(iter_steps(trace))
+    assert [s.step for s in steps] == [0, 1]
+    # prompts in order of first appearance, samples by index within a prompt
+    k9, k8 = (prompt_key([p]) for p in (9, 8))
+    assert steps[0].prompt_keys.tolist() == [k9, k9, k8]
+    assert [steps[0].response(i).tolist() for i in range(3)] == [[1, 2], [4], [3]]
+    assert steps[1].tokens == 3
+    assert count_response_tokens(trace) == 7
+    assert [s.prompt_keys.tolist() for s in iter_steps(trace, prompts=1)] == [[k9, k9], [k9]]
+    write_trace(trace, records + [rec(0, [9], 2, [1])])
+    with pytest.raises(TraceFormatError, match=r"t\.jsonl:5: step 0 after step 1"):
+        list(iter_steps(trace))
+    write_trace(trace, records[:3] + [rec(0, [9], 1, [1])])
+    with pytest.raises(TraceFormatError, match=r"t\.jsonl:4: duplicate record"):
+        list(iter_steps(trace))
 
 
 def test_reference_cache_counts_equal_native_under_insert_remove_and_window():
@@ -342,7 +408,9 @@ def test_cli_replays_a_trace_directory_as_its_step_files_in_order(tmp_path, caps
         out = tmp_path / f"{src}.json"
         assert cli_main([str(tmp_path / src), "--strategies", "native-srt", "--quiet",
                          "--json", str(out)]) == 0
-        figures.append(json.loads(out.read_text())[str(tmp_path / src)])
+        results = json.loads(out.read_text())[str(tmp_path / src)]
+        figures.append([{k: v for k, v in r.items() if k not in ("seconds", "tokens_per_second")}
+                        for r in results])  # all but the timing
     assert figures[0] == figures[1]
     assert figures[0][0]["total"]["tokens"] == sum(len(r.response_token_ids) for r in records)
-    assert f"{len(records)} responses" in capsys.readouterr().out
+    assert "run: " in capsys.readouterr().out  # the directory is named in the report

@@ -224,6 +224,17 @@ NB_MODULE(_tree, m) {
              srt::for_each_figure(s, [&](const char* name, size_t v) { d[name] = v; });
              return d;
            })
+      .def("memory",
+           [](Cache& c) {
+             std::vector<std::pair<std::string, size_t>> parts;
+             {
+               nb::gil_scoped_release rel;
+               parts = c.memory();
+             }
+             nb::dict d;
+             for (auto& [name, v] : parts) d[name.c_str()] = v;
+             return d;
+           })
       .def("dump",
            [](Cache& c, bool global, uint64_t key) {
              std::vector<std::vector<int32_t>> paths;

@@ -42,9 +42,17 @@ SeqInfo* Cache::find_seq(int64_t seq) {
   return nullptr;
 }
 
+size_t Cache::entry_bytes(const PromptEntry& e) {
+  return e.prompt.capacity() * sizeof(int32_t) + e.seqs.capacity() * sizeof(int64_t) +
+         sizeof(PromptEntry) + 48;
+}
+
+size_t Cache::prompt_table_bytes() const {
+  return prompts_.size() * 32 + prompts_.bucket_count() * sizeof(void*);
+}
+
 void Cache::remeasure(PromptEntry& e) {
-  size_t now = e.tree.bytes() + e.prompt.capacity() * sizeof(int32_t) +
-               e.seqs.capacity() * sizeof(int64_t) + sizeof(PromptEntry) + 48;
+  size_t now = e.tree.bytes() + entry_bytes(e);
   prompt_bytes_ = prompt_bytes_ + now - e.bytes;
   e.bytes = now;
 }
@@ -53,7 +61,7 @@ Cache::Bytes Cache::bytes_by_part() const {
   // Hash-map nodes: key + value + next pointer + cached hash, rounded to the allocator's 16.
   const size_t seq_node = (sizeof(int64_t) + sizeof(SeqInfo) + 16 + 15) / 16 * 16;
   Bytes b;
-  b.prompts = prompt_bytes_ + prompts_.size() * 32 + prompts_.bucket_count() * sizeof(void*);
+  b.prompts = prompt_bytes_ + prompt_table_bytes();
   b.global = global_.bytes();
   b.detached = detached_ * seq_node;
   // the record table and the cache object itself (its global tree counted in b.global)
@@ -90,7 +98,7 @@ void Cache::add_locked(int64_t seq, uint64_t key, const int32_t* prompt, size_t 
   PromptEntry& e = *it->second;
   e.tree.add_seq(seq);
   e.tree.push(seq, prompt, n);
-  global_.add_seq(seq);
+  global_.add_seq(seq, /*view=*/true);  // of the response part of the prompt tree's text
   e.seqs.push_back(seq);
   e.running += 1;
   e.last_use = ++tick_;
@@ -122,8 +130,10 @@ uint32_t Cache::gslot(int64_t seq, SeqInfo& info) {
 
 void Cache::append(int64_t seq, SeqInfo& info, const int32_t* toks, size_t n) {
   PromptEntry& e = *info.entry;
-  e.tree.push_slot(pslot(seq, info), toks, n);
-  global_.push_slot(gslot(seq, info), toks, n);
+  const uint32_t ps = pslot(seq, info);
+  e.tree.push_slot(ps, toks, n);
+  const size_t plen = e.prompt.size();  // the global tree views the response part
+  global_.push_view(gslot(seq, info), e.tree.text_data(ps) + plen, e.tree.text_size(ps) - plen);
   e.last_use = ++tick_;
   remeasure(e);
 }
@@ -157,8 +167,9 @@ void Cache::finish_locked(int64_t seq) {
     throw std::invalid_argument("seq_id " + to_string(seq) + " is already finished");
   if (info.detached) { seqs_.erase(seq); detached_ -= 1; return; }
   PromptEntry& e = entry(info.key);
-  e.tree.finish(seq);
+  e.tree.finish(seq);  // may move the text: the global tree's view follows
   global_.finish(seq);
+  global_.set_view(gslot(seq, info), e.tree.text_data(pslot(seq, info)) + e.prompt.size());
   e.running -= 1;
   info.running = false;
   if (e.running == 0) e.tree.shrink();  // an idle prompt tree stops growing until reused
@@ -172,8 +183,8 @@ void Cache::remove_locked(int64_t seq) {
   if (info.detached) { seqs_.erase(seq); detached_ -= 1; return; }
   auto it = prompts_.find(info.key);
   PromptEntry& e = *it->second;
+  global_.remove(seq);  // first: it copies the text it views, which the prompt tree may free
   e.tree.remove(seq);
-  global_.remove(seq);
   e.seqs.erase(std::find(e.seqs.begin(), e.seqs.end(), seq));
   if (info.running) e.running -= 1;
   seqs_.erase(seq);

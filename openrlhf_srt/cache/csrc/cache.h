@@ -161,6 +161,10 @@ class Cache {
   void resize(uint64_t byte_budget);
   void clear();
   Stats stats();
+  // Where the bytes are, finer than Stats: each tree part (TreeBytes) as prompt_<part> (all
+  // prompt trees) and global_<part>, then prompt_entries (prompt arrays, entries, the prompt
+  // table), records, detached. Adds up to Stats::bytes.
+  std::vector<std::pair<std::string, size_t>> memory();
   std::string check();
   void dump(bool global, uint64_t key, std::vector<std::vector<int32_t>>& paths,
             std::vector<uint32_t>& counts, std::vector<uint32_t>& conts);
@@ -191,6 +195,8 @@ class Cache {
   uint32_t pslot(int64_t seq, SeqInfo& info);
   uint32_t gslot(int64_t seq, SeqInfo& info);
   void remeasure(PromptEntry& e);
+  static size_t entry_bytes(const PromptEntry& e);  // beyond its tree
+  size_t prompt_table_bytes() const;
   Bytes bytes_by_part() const;
   size_t total_bytes() const { return bytes_by_part().total(); }
   bool within_budget();  // sizes sparse hash tables down when over

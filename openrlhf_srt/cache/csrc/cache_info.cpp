@@ -43,6 +43,25 @@ Stats Cache::stats() {
   return s;
 }
 
+std::vector<std::pair<std::string, size_t>> Cache::memory() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TreeBytes pb, gb;
+  size_t entries = prompt_table_bytes();
+  for (auto& [key, e] : prompts_) {
+    e->tree.add_bytes(pb);
+    entries += entry_bytes(*e);
+  }
+  global_.add_bytes(gb);
+  const Bytes b = bytes_by_part();
+  std::vector<std::pair<std::string, size_t>> out;
+  for_each_part(pb, [&](const char* name, size_t v) { out.emplace_back(std::string("prompt_") + name, v); });
+  for_each_part(gb, [&](const char* name, size_t v) { out.emplace_back(std::string("global_") + name, v); });
+  out.emplace_back("prompt_entries", entries);
+  out.emplace_back("records", b.records);
+  out.emplace_back("detached", b.detached);
+  return out;
+}
+
 std::string Cache::check() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string err = global_.check();
@@ -60,6 +79,15 @@ std::string Cache::check() {
         return "sequence bookkeeping differs";
       running += info.running ? 1 : 0;
       if (!global_.has(seq) || !e->tree.has(seq)) return "sequence missing from a tree";
+      // The global tree's text is the response part of the prompt tree's: a view of it
+      // (an empty one points nowhere until its first token).
+      const uint32_t ps = e->tree.slot(seq), gs = global_.slot(seq);
+      const size_t plen = e->prompt.size();
+      if (e->tree.text_size(ps) != plen + global_.text_size(gs) ||
+          !std::equal(e->prompt.begin(), e->prompt.end(), e->tree.text_data(ps)) ||
+          (global_.text_size(gs) > 0 && global_.text_data(gs) != e->tree.text_data(ps) + plen))
+        return "sequence " + std::to_string(seq) + ": the global tree's text is not a view of "
+               "its prompt tree's";
     }
     if (running != e->running) return "running count differs";
     sum += e->bytes;
@@ -96,14 +124,16 @@ State Cache::export_state() {
     s.prompt_tokens.insert(s.prompt_tokens.end(), e.prompt.begin(), e.prompt.end());
     for (int64_t id : e.seqs) {
       const SeqInfo& info = seqs_.at(id);
-      const std::vector<int32_t>& resp = global_.text(id);
+      const uint32_t slot = global_.slot(id);
+      const int32_t* resp = global_.text_data(slot);
+      const size_t len = global_.text_size(slot);
       s.seq_ids.push_back(id);
       s.seq_keys.push_back(key);
       s.steps.push_back(info.step);
       s.tags.push_back(static_cast<uint8_t>(info.tag));
       s.running.push_back(info.running ? 1 : 0);
-      s.response_lens.push_back(static_cast<uint32_t>(resp.size()));
-      s.response_tokens.insert(s.response_tokens.end(), resp.begin(), resp.end());
+      s.response_lens.push_back(static_cast<uint32_t>(len));
+      s.response_tokens.insert(s.response_tokens.end(), resp, resp + len);
     }
   }
   return s;

@@ -22,7 +22,7 @@ class RootMap {
     }
   }
   void insert(int32_t t, uint32_t v) {  // t must be absent
-    if ((size_ + 1) * 2 > slots_.size()) grow();
+    if ((size_ + 1) * 4 > slots_.size() * 3) grow();  // load <= 3/4: linear probes stay short
     put(t, v);
     ++size_;
   }

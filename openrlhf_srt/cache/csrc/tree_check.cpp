@@ -11,38 +11,43 @@ namespace srt {
     if (!(cond)) return "node " + std::to_string(n) + ": violated " + std::string(#cond); \
   } while (0)
 
-std::string Tree::check_node(uint32_t n, uint32_t parent, std::vector<int32_t>& path) const {
-  const Node& x = nodes_[n];
-  SRT_REQUIRE(x.parent == parent);
-  SRT_REQUIRE(x.count > 0);
+std::string Tree::check_node(uint32_t n, std::vector<int32_t>& path) const {
+  if (is_leaf(n)) {
+    SRT_REQUIRE((n & ~kLeafBit) < leaves_.size());
+  } else {
+    SRT_REQUIRE(n < nodes_.size());
+  }
+  const EdgeRef& x = ref(n);
+  const uint32_t count = count_of(n), cont = cont_of(n);
+  SRT_REQUIRE(count > 0);
   SRT_REQUIRE(x.len() >= 1);
   SRT_REQUIRE(x.ref_seq < seqs_.size());
-  const std::vector<int32_t>& ref = seqs_[x.ref_seq].toks;
+  SRT_REQUIRE(!is_leaf(n) || seqs_[x.ref_seq].alive);  // a leaf's text is its occurrence
+  const int32_t* ref = seqs_[x.ref_seq].data;
   const size_t depth = path.size() + x.len();
   SRT_REQUIRE(depth <= static_cast<size_t>(depth_));
-  SRT_REQUIRE(x.ref_idx() + x.len() <= ref.size());
+  SRT_REQUIRE(x.ref_idx() + x.len() <= seqs_[x.ref_seq].size);
   SRT_REQUIRE(x.ref_idx() >= path.size());
   for (size_t i = 0; i < path.size(); ++i)  // the reference is an occurrence of the whole path
     SRT_REQUIRE(ref[x.ref_idx() - path.size() + i] == path[i]);
-  SRT_REQUIRE(ref[x.ref_idx()] == x.token);
   uint64_t sum = 0;
   std::vector<uint32_t> kids;
   sorted_children(n, kids);
   for (size_t i = 0; i < kids.size(); ++i) {
     uint32_t c = kids[i];
-    sum += nodes_[c].count;
+    sum += count_of(c);
     if (is_hub(n)) {
-      SRT_REQUIRE(nodes_[c].next_sibling == NIL && hub(n).find(nodes_[c].token) == c);
-    } else if (nodes_[c].next_sibling != NIL) {
-      SRT_REQUIRE(before(c, nodes_[c].next_sibling));
+      SRT_REQUIRE(next_of(c) == NIL && hub(n).find(token_of(c)) == c);
+    } else if (next_of(c) != NIL) {
+      SRT_REQUIRE(before(c, next_of(c)));
     }
   }
-  SRT_REQUIRE(sum == x.cont);
-  SRT_REQUIRE(x.count >= x.cont);
-  SRT_REQUIRE(kids.size() >= 2 || x.count > x.cont);  // canonical
+  SRT_REQUIRE(sum == cont);
+  SRT_REQUIRE(count >= cont);
+  SRT_REQUIRE(kids.size() >= 2 || count > cont);  // canonical
   for (uint32_t k = 0; k < x.len(); ++k) path.push_back(ref[x.ref_idx() + k]);
   for (uint32_t c : kids) {
-    std::string err = check_node(c, n, path);
+    std::string err = check_node(c, path);
     if (!err.empty()) return err;
   }
   path.resize(path.size() - x.len());
@@ -58,9 +63,9 @@ std::string Tree::check() const {
   std::string err;
   std::vector<int32_t> path;
   root_.for_each([&](int32_t t, uint32_t c) {
-    sum += nodes_[c].count;
-    if (nodes_[c].token != t) err = "root map key differs from child token";
-    if (err.empty()) err = check_node(c, 0, path);
+    sum += count_of(c);
+    if (token_of(c) != t) err = "root map key differs from child token";
+    if (err.empty()) err = check_node(c, path);
     return err.empty();
   });
   if (!err.empty()) return err;
@@ -68,12 +73,16 @@ std::string Tree::check() const {
   size_t free_seen = 0;
   for (uint32_t f = free_head_; f != NIL; f = nodes_[f].next_sibling) ++free_seen;
   SRT_REQUIRE(free_seen == free_count_);
+  free_seen = 0;
+  for (uint32_t f = free_leaf_head_; f != NIL; f = leaf(f).next_sibling) ++free_seen;
+  SRT_REQUIRE(free_seen == free_leaf_count_);
   for (const TSeq& s : seqs_) {
     if (!s.alive || !s.running) continue;
-    size_t dmax = std::min(s.toks.size(), s.loci.size());
+    size_t dmax = std::min<size_t>(s.size, s.loci.size());
     for (size_t d = 1; d <= dmax; ++d) {  // each locus ends an occurrence of the suffix
       n = s.loci[d - 1];
-      SRT_REQUIRE(n < nodes_.size() && nodes_[n].count > nodes_[n].cont);
+      SRT_REQUIRE(is_leaf(n) ? (n & ~kLeafBit) < leaves_.size() : n < nodes_.size());
+      SRT_REQUIRE(count_of(n) > cont_of(n));
     }
   }
   return "";
@@ -89,11 +98,10 @@ void Tree::dump(std::vector<std::vector<int32_t>>& paths, std::vector<uint32_t>&
   while (!stack.empty()) {
     auto [n, prefix] = std::move(stack.back());
     stack.pop_back();
-    const Node& x = nodes_[n];
-    for (uint32_t k = 0; k < x.len(); ++k) prefix.push_back(edge_tok(x, k));
+    for (uint32_t k = 0; k < len_of(n); ++k) prefix.push_back(edge_tok(n, k));
     paths.push_back(prefix);
-    counts.push_back(x.count);
-    conts.push_back(x.cont);
+    counts.push_back(count_of(n));
+    conts.push_back(cont_of(n));
     std::vector<uint32_t> kids;
     sorted_children(n, kids);
     for (uint32_t c : kids) stack.push_back({c, prefix});
