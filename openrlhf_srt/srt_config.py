@@ -51,6 +51,9 @@ class SRTConfig(DrafterConfig):
     runahead_max_slowdown: float = 0.05
     snapshot: bool = True  # cache snapshots saved with checkpoints, restored on resume
     verify_cost: float = 0.1  # est. speedup: cost of one verified draft token in decode steps
+    # record every rollout and run-ahead output as traces: DIR/engine<i>/step_<N>.jsonl.gz
+    # (docs/traces.md); "" off. The entry point makes it absolute (check_trace_dir).
+    trace_dir: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types of every field, then the drafter's ranges
@@ -77,6 +80,9 @@ class SRTConfig(DrafterConfig):
             bad("runahead_threshold", "must be a fraction in (0, 1]", self.runahead_threshold)
         if not 0.0 < self.runahead_poll_seconds <= 60.0:
             bad("runahead_poll_seconds", "must be in (0, 60]", self.runahead_poll_seconds)
+        if self.trace_dir and not self.enable:
+            bad("trace_dir", "needs --srt.enable (the SRT engine actors record the traces)",
+                self.trace_dir)
         if self.enable and self.runahead:
             # settings under which no run-ahead request could ever start: refused rather
             # than a run-ahead that is on and silently never runs
@@ -191,15 +197,17 @@ def _help(name: str) -> str:
                                  "at most this slowdown of the running step (inf: no check)",
         "snapshot": "save cache snapshots with checkpoints and restore them on resume",
         "verify_cost": "srt/est_speedup: cost of one verified draft token, in decode steps",
+        "trace_dir": "record every rollout and run-ahead output as traces, one gzip file per "
+                     "engine and step: DIR/engine<i>/step_<N>.jsonl.gz (empty: off)",
     }[name]
 
 
-def add_srt_arguments(parser: argparse.ArgumentParser) -> None:
+def add_srt_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Add every --srt.* flag (dest "srt.<field>", so OpenRLHF's hierarchize gives
-    args.srt.<field>)."""
+    args.srt.<field>), but those named in `skip` (an entry point's own flag stands for it)."""
     group = parser.add_argument_group("SRT (openrlhf-srt)")
     for f in fields(SRTConfig):
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or f.name in skip:
             continue
         default = f.default
         kw: dict[str, Any] = {"default": default, "help": f"{_help(f.name)} (default {default})"}
@@ -213,6 +221,8 @@ def add_srt_arguments(parser: argparse.ArgumentParser) -> None:
             kw["type"] = float
         else:
             kw["type"] = str
+            if f.name == "trace_dir":
+                kw["metavar"] = "DIR"
             if f.name in ("budget", "cache_rule"):
                 kw["choices"] = BUDGET_RULES if f.name == "budget" else CACHE_RULES
         group.add_argument(f"--srt.{f.name}", dest=f"srt.{f.name}", **kw)

@@ -159,3 +159,29 @@ def descendants():
     """descendants(pid) -> [(ProcessId, command line)] of the running processes below pid
     (an engine's `VLLM::EngineCore` and `VLLM::Worker` below the process that started it)."""
     return _descendants
+
+
+def _replay_trace(path, capsys) -> dict:
+    """tools/replay.py on a trace file or directory with the native cache, quietly: its
+    figures (the JSON it writes) for that path."""
+    import importlib.util
+    import json
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("replay_cli", root / "tools" / "replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "replay.json"
+        rc = module.main([str(path), "--strategies", "native-srt", "--quiet", "--json", str(out)])
+        assert rc == 0, capsys.readouterr().err
+        return json.loads(out.read_text())[str(path)][0]
+
+
+@pytest.fixture
+def replay_trace(capsys):
+    """replay_trace(path) -> tools/replay.py's figures of one strategy (native-srt) on a
+    trace file or a training run's trace directory."""
+    return lambda path: _replay_trace(path, capsys)

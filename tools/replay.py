@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from openrlhf_srt.cache import MIN_BYTE_BUDGET, CacheConfig
+from openrlhf_srt.data.traces import trace_files
 from openrlhf_srt.replay.rounds import replay_steps
 from openrlhf_srt.replay.simulator import ORDERS, Result
 from openrlhf_srt.replay.strategies import (
@@ -39,7 +40,9 @@ LEFT_OUT = {  # strategies outside the default set, and why (printed with the de
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("traces", nargs="+", help="trace files (.jsonl or .jsonl.gz)")
+    p.add_argument("traces", nargs="+",
+                   help="trace files (.jsonl or .jsonl.gz) or a training run's trace "
+                        "directory (its step files in step order: docs/traces.md)")
     p.add_argument("--strategies", default=None,
                    help=f"comma-separated, from: {', '.join(STRATEGIES)} (default: "
                         f"{','.join(DEFAULT_STRATEGIES)})")
@@ -145,8 +148,7 @@ def main(argv=None) -> int:
     try:
         strategies = make_strategies(args.strategies, common)
         for t in args.traces:
-            if not Path(t).is_file():
-                raise FileNotFoundError(f"trace file not found: {t}")
+            trace_files(t)  # a missing file, or a directory without step files
     except (OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"replay: error: {e}", file=sys.stderr)
         return 2

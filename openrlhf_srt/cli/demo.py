@@ -5,7 +5,8 @@ prompts, seed and settings; the first generates its rollouts with plain vLLM, th
 with the SRT drafter (tree cache kept across steps, run-ahead in end-of-step bubbles).
 Prints a per-step table and the generation speedup measured from the two runs, and writes
 runs/<name>/{baseline,srt}/ (metrics.jsonl, TensorBoard events, an offline W&B run) and
-runs/<name>/compare.png.
+runs/<name>/compare.png. `--trace-dir DIR` records both runs' traces (the trainer's
+`--trace_dir`) in DIR/baseline and DIR/srt.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runahead", type=int, choices=(0, 1), default=1)
     p.add_argument("--only", choices=("baseline", "srt"), default=None,
                    help="run one of the two (the table then reads the other from disk)")
+    p.add_argument("--trace-dir", type=Path, default=None, metavar="DIR",
+                   help="record each run's rollouts and run-ahead outputs as traces in "
+                        "DIR/baseline and DIR/srt, one gzip file per step (docs/traces.md)")
     return p
 
 
@@ -60,10 +64,12 @@ def per_step_table(base: list[dict], srt: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the demo prints its own progress
     quiet_vllm_logs()
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     from openrlhf_srt.cli.compare_runs import format_table, generation_totals, plot
+    from openrlhf_srt.data.traces import check_trace_dir
     from openrlhf_srt.local.policy_training import cpu_precision
     from openrlhf_srt.local.train_config import TrainConfig
     from openrlhf_srt.local.trainer import LocalTrainer
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from openrlhf_srt.srt_config import SRTConfig
 
     hf_logging.disable_progress_bar()
+    if a.trace_dir is not None:
+        try:
+            a.trace_dir = check_trace_dir(a.trace_dir, "--trace-dir")
+        except ValueError as e:
+            parser.error(str(e))
     root = a.runs_root / a.name
     common = {"prompts": a.prompts, "steps": a.steps, "prompts_per_step": a.prompts_per_step,
               "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
@@ -86,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.monotonic()
         print(f"\n== {name}: starting the engine", flush=True)
-        cfg = TrainConfig(run_dir=root / name, srt=srt, **common)
+        cfg = TrainConfig(run_dir=root / name, srt=srt, **common,
+                          trace_dir=None if a.trace_dir is None else a.trace_dir / name)
         trainer = LocalTrainer(cfg, log_fn=lambda msg, tag=name: print(f"[{tag}] {msg}", flush=True))
         try:
             trainer.run()

@@ -14,10 +14,12 @@ recipe tests use; nothing is started).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
 
+from openrlhf_srt.data.traces import check_trace_dir
 from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments
 
 # What a run cannot start without (OpenRLHF's parser has no required flags; its checks
@@ -80,7 +82,10 @@ def parse_args(argv: list[str] | None = None, *, srt: bool = True):
         delattr(flat, "srt_print_args")
     try:
         cfg = SRTConfig.from_args(flat) if srt else SRTConfig(enable=False)
-    except SRTConfigError as e:
+        if cfg.trace_dir:  # absolute (the engine actors' working folders differ), writable
+            cfg = dataclasses.replace(cfg, trace_dir=str(check_trace_dir(cfg.trace_dir,
+                                                                         "--srt.trace_dir")))
+    except (SRTConfigError, ValueError) as e:
         parser.error(str(e))
     missing = missing_flags(flat)
     if missing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +21,24 @@ class TextFileError(ValueError):
     (and line)."""
 
 
+def make_writable_dir(path: Path) -> None:
+    """Create the folder (and its parents) and write a file in it (removed): OSError if
+    either fails, so a run can refuse a folder at start rather than at its first write."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+
+
 def _gzipped(path: Path) -> bool:
     return Path(path).name.lower().endswith(".gz")
 
 
-def open_text(path: Path, mode: str = "r"):
-    """UTF-8 text in `mode` "r" or "w"; gzip when the name ends in .gz (any case)."""
-    if _gzipped(path):
-        return gzip.open(path, mode + "t", encoding="utf-8")
+def open_text(path: Path, mode: str = "r", *, gzipped: bool | None = None,
+              compresslevel: int = 9):
+    """UTF-8 text in `mode` "r" or "w"; gzip when the name ends in .gz (any case) or when
+    `gzipped` says so (a file written under a temporary name)."""
+    if _gzipped(path) if gzipped is None else gzipped:
+        return gzip.open(path, mode + "t", encoding="utf-8", compresslevel=compresslevel)
     return open(path, mode, encoding="utf-8")
 
 

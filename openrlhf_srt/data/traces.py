@@ -11,16 +11,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from openrlhf_srt.cache.keys import check_token_ids
 from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
-from openrlhf_srt.data.textio import open_text, parse_json, text_lines
+from openrlhf_srt.data.textio import make_writable_dir, open_text, parse_json, text_lines
 
 FINISH_REASONS = ("stop", "length", "abort")
+# vLLM's other finish reasons, as a trace names them: `error` (a request-level failure) ended
+# the request as an abort would; `repetition` is a stop rule of the engine
+_FINISH_AS = {"error": "abort", "repetition": "stop"}
 TRACE_VERSION = 1
+# A training run's traces: one file per step (StepTraceWriter), in the trace directory or
+# one folder down (an OpenRLHF engine actor's engine<i>/); written as <name>.tmp until the
+# step ends, and only whole files match.
+STEP_FILE = re.compile(r"step_(\d+)\.jsonl(?:\.gz)?")
+TMP_SUFFIX = ".tmp"
+# gzip level of the step files: level 1 writes 1.6-5x faster than zlib's default 6 for a
+# size larger by 14-50% (tools/bench_trace_write.py; docs/traces.md, "Recording from
+# training runs"): an engine actor writes on its event loop, so speed comes first
+STEP_FILE_COMPRESSLEVEL = 1
 
 
 class TraceFormatError(ValueError):
@@ -43,10 +57,19 @@ class TraceRecord:
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        d = asdict(self)
+        # a shallow dict: dataclasses.asdict would copy the token lists element by element
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if not d["extra"]:
             d.pop("extra")
         return json.dumps(d, separators=(",", ":"))
+
+
+def trace_finish_reason(reason: str | None) -> str:
+    """vLLM's finish reason of an output as a trace's (None, still running: `abort`)."""
+    reason = None if reason is None else str(reason)
+    if reason in FINISH_REASONS:
+        return reason
+    return _FINISH_AS.get(reason, "abort")
 
 
 def _int_list(value, name: str) -> list[int]:
@@ -93,9 +116,12 @@ def parse_record(obj: dict) -> TraceRecord:
     tag = obj.get("tag", "rollout")
     if tag not in ("rollout", "runahead"):
         raise ValueError(f"'tag' must be 'rollout' or 'runahead', got {tag!r}")
-    known = {f for f in TraceRecord.__dataclass_fields__ if f != "extra"}
-    extra = {k: v for k, v in obj.items() if k not in known and k != "extra"}
-    extra.update(obj.get("extra") or {})
+    known = set(TraceRecord.__dataclass_fields__)
+    extra = {k: v for k, v in obj.items() if k not in known}
+    if not isinstance(obj.get("extra") or {}, dict):
+        raise ValueError(  # noqa: TRY004 - ValueError is the reader's contract
+            f"'extra' must be an object, got {obj['extra']!r}")
+    extra.update(obj.get("extra") or {})  # what TraceRecord.to_json wrote
     return TraceRecord(
         step=_int(obj["step"], "step"),
         prompt_key=key,
@@ -132,28 +158,161 @@ def iter_traces(path: str | os.PathLike) -> Iterator[TraceRecord]:
 
 
 def read_traces(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[TraceRecord]:
-    """Read one or more trace files into a list, in file order."""
+    """Read one or more trace files or directories (`trace_files`) into a list, in order."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    return [rec for p in paths for rec in iter_traces(p)]
+    return [rec for p in paths for f in trace_files(p) for rec in iter_traces(f)]
+
+
+def step_file_name(step: int) -> str:
+    return f"step_{step:06d}.jsonl.gz"
+
+
+def _natural(text: str) -> list:
+    """'engine10' after 'engine2'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def trace_files(path: str | os.PathLike) -> list[Path]:
+    """A trace file as itself; a trace directory (a training run's, docs/traces.md) as its
+    step files, in the directory and one folder down (engine0/, engine1/, ...), in step
+    order, folders in natural order within a step. A step still being written (.tmp) is
+    left out. FileNotFoundError when the path is missing or the directory has no step file."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"trace file not found: {path}")
+        return [path]
+    found = []
+    for f in [*path.iterdir(), *(g for d in path.iterdir() if d.is_dir() for g in d.iterdir())]:
+        m = STEP_FILE.fullmatch(f.name)
+        if m and f.is_file():
+            found.append((int(m.group(1)), _natural(str(f.parent.relative_to(path))), f))
+    if not found:
+        raise FileNotFoundError(f"{path}: no trace step files (step_NNNNNN.jsonl.gz) in the "
+                                "directory or its folders")
+    return [f for *_, f in sorted(found)]
+
+
+def check_trace_dir(path: str | os.PathLike, flag: str) -> Path:
+    """The trace directory as an absolute path (engine actors do not share the caller's
+    working folder), created and tried for writing; ValueError naming `flag` if it cannot be."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        make_writable_dir(resolved)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: trace files cannot be written there "
+                         f"({e.strerror or e})") from None
+    return resolved
 
 
 class TraceWriter:
-    """Appends records to a trace file; the file is complete up to the last flushed line."""
+    """Appends records to a trace file; the file is complete up to the last flushed line.
 
-    def __init__(self, path: str | os.PathLike):
+    atomic: written as `<path>.tmp`, renamed to `path` by close(), so `path` only ever
+    holds a whole file (a process that dies first leaves the .tmp; leaving the `with` block
+    on an exception removes it)."""
+
+    def __init__(self, path: str | os.PathLike, *, atomic: bool = False,
+                 compresslevel: int = 9):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open_text(self.path, "w")
+        self._target = self.path.with_name(self.path.name + TMP_SUFFIX) if atomic else self.path
+        self._f = open_text(self._target, "w", gzipped=self.path.name.lower().endswith(".gz"),
+                            compresslevel=compresslevel)
 
     def write(self, record: TraceRecord) -> None:
         self._f.write(record.to_json() + "\n")
 
     def close(self) -> None:
+        if self._f.closed:
+            return
         self._f.close()
+        if self._target != self.path:
+            os.replace(self._target, self.path)
+
+    def discard(self) -> None:
+        """Close without publishing: an atomic writer's .tmp is removed."""
+        self._f.close()
+        if self._target != self.path:
+            self._target.unlink(missing_ok=True)
 
     def __enter__(self) -> TraceWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self._target != self.path:
+            self.discard()
+        else:
+            self.close()
+
+
+class StepTraceWriter:
+    """A training run's trace records, one gzip file per step: `directory/step_000012.jsonl.gz`.
+
+    A step's file is written under a .tmp name and renamed by `end_step`, so only steps that
+    ended (with a record) have a file: a run that dies mid-step leaves every earlier step's file whole
+    (trace_files skips the .tmp; the step redone after a resume writes its file anew), and a
+    step left open by an error is dropped by the next `begin_step` or by `close`. `records`
+    and `seconds` (encoding and writing, the recording's cost) count since the last
+    `take_counts()`."""
+
+    def __init__(self, directory: str | os.PathLike,
+                 compresslevel: int = STEP_FILE_COMPRESSLEVEL):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.compresslevel = compresslevel
+        self.step: int | None = None
+        self._writer: TraceWriter | None = None
+        self._step_records = 0  # records of the open step
+        self.records = 0
+        self.seconds = 0.0
+
+    def begin_step(self, step: int) -> None:
+        """Start step `step`'s file (a step still open, cut short by an error, is dropped)."""
+        self._drop_open_step()
+        start = time.perf_counter()
+        self._writer = TraceWriter(self.directory / step_file_name(step), atomic=True,
+                                   compresslevel=self.compresslevel)
+        self.step = step
+        self._step_records = 0
+        self.seconds += time.perf_counter() - start
+
+    def write(self, record: TraceRecord) -> None:
+        if self._writer is None:
+            raise RuntimeError("StepTraceWriter.write outside a step (begin_step first)")
+        start = time.perf_counter()
+        self._writer.write(record)
+        self.records += 1
+        self._step_records += 1
+        self.seconds += time.perf_counter() - start
+
+    def end_step(self) -> Path | None:
+        """Publish the open step's file; returns its path (None: no step was open, or it
+        has no record, so no file: e.g. OpenRLHF's round that finds the epoch's prompts
+        used up)."""
+        if self._writer is None:
+            return None
+        start = time.perf_counter()
+        writer, self._writer, self.step = self._writer, None, None
+        if self._step_records:
+            writer.close()
+        else:
+            writer.discard()
+        self.seconds += time.perf_counter() - start
+        return writer.path if self._step_records else None
+
+    def take_counts(self) -> dict[str, float]:
+        """{"records", "seconds"} since the last call, then reset."""
+        counts = {"records": float(self.records), "seconds": self.seconds}
+        self.records, self.seconds = 0, 0.0
+        return counts
+
+    def _drop_open_step(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer, self.step = None, None
+
+    def close(self) -> None:
+        """Drop a step that did not end (its .tmp is removed); ended steps are on disk."""
+        self._drop_open_step()

@@ -9,7 +9,9 @@ still running and may hand back run-ahead requests, which are added with the run
 (`SamplingParams.extra_args["srt_runahead"]`) so the drafter files their tokens in the cache
 as run-ahead. When the last rollout sample finishes, the clock stops and every run-ahead
 request still running is aborted. Run-ahead output is counted (tokens) and dropped: the
-samples returned are exactly the rollout requests', in request order.
+samples returned are exactly the rollout requests', in request order. With
+`keep_runahead` (trace recording, `--trace_dir`), each run-ahead request's prompt, tokens and
+finish reason (`abort` for those cut at the end) are kept beside them, never as samples.
 
 `generate_batch` builds the step's requests, drives them and adds rewards and the
 speculative figures of the step (vLLM's own spec-decode counters).
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from openrlhf_srt.data.reward import math_reward
+from openrlhf_srt.data.traces import trace_finish_reason
 from openrlhf_srt.vllm.pause_points import pause_at
 from openrlhf_srt.vllm.spec_metrics import acceptance_rate, read_spec_counters, tokens_per_step
 
@@ -46,14 +49,24 @@ class RunaheadSource(Protocol):
 
 
 @dataclass
+class RunaheadOutput:
+    """One run-ahead request's output (kept for trace recording only)."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    finish_reason: str  # "stop", "length" or "abort" (cut when the step's rollouts ended)
+
+
+@dataclass
 class Driven:
     outputs: list  # vLLM CompletionOutput per request, in request order
     seconds: float  # first request added -> last rollout finished
     runahead: dict[str, float] = field(default_factory=dict)
+    runahead_outputs: list[RunaheadOutput] = field(default_factory=list)  # keep_runahead
 
 
 def drive(llm, requests: list[tuple[list[int], Any]],
-          runahead: RunaheadSource | None = None) -> Driven:
+          runahead: RunaheadSource | None = None, *, keep_runahead: bool = False) -> Driven:
     """Generate one output per (prompt ids, SamplingParams) request; see the module doc."""
     from vllm.inputs import tokens_input
     from vllm.sampling_params import RequestOutputKind
@@ -72,6 +85,7 @@ def drive(llm, requests: list[tuple[list[int], Any]],
         pending[rid] = i
     outputs: list = [None] * len(requests)
     ra_live: dict[str, int] = {}  # run-ahead request -> tokens so far
+    ra_kept: dict[str, RunaheadOutput] = {}  # keep_runahead: request -> its output so far
     ra_done_tokens = ra_started = 0
     if runahead is not None:
         runahead.begin(len(requests), start)
@@ -81,7 +95,12 @@ def drive(llm, requests: list[tuple[list[int], Any]],
         for out in engine.step():
             rid = out.request_id
             if rid in ra_live:
-                ra_live[rid] += len(out.outputs[0].token_ids)  # DELTA outputs
+                delta = out.outputs[0].token_ids  # DELTA outputs
+                ra_live[rid] += len(delta)
+                if keep_runahead:
+                    ra_kept[rid].token_ids.extend(delta)
+                    if out.finished:
+                        ra_kept[rid].finish_reason = trace_finish_reason(out.outputs[0].finish_reason)
                 if out.finished:
                     ra_done_tokens += ra_live.pop(rid)
             elif out.finished and rid in pending:
@@ -99,6 +118,8 @@ def drive(llm, requests: list[tuple[list[int], Any]],
                 rid = f"runahead-{batch}-{ra_started}"
                 engine.add_request(rid, tokens_input(list(ids)), p, priority=runahead.priority)
                 ra_live[rid] = 0
+                if keep_runahead:
+                    ra_kept[rid] = RunaheadOutput(list(ids), [], "abort")
                 ra_started += 1
     end = time.monotonic()
     aborted = len(ra_live)
@@ -109,7 +130,7 @@ def drive(llm, requests: list[tuple[list[int], Any]],
         stats = dict(runahead.end(end))
         stats.update(requests=float(ra_started), aborted=float(aborted),
                      tokens=float(ra_done_tokens + sum(ra_live.values())))
-    return Driven(outputs, end - start, stats)
+    return Driven(outputs, end - start, stats, list(ra_kept.values()))
 
 
 @dataclass
@@ -121,6 +142,7 @@ class RolloutBatch:
     seconds: float
     spec: dict[str, float] = field(default_factory=dict)
     runahead: dict[str, float] = field(default_factory=dict)
+    runahead_outputs: list[RunaheadOutput] = field(default_factory=list)  # keep_runahead
 
     @property
     def response_lengths(self) -> np.ndarray:
@@ -133,13 +155,14 @@ class RolloutBatch:
 
 def generate_batch(llm, prompts: list[dict], prompt_ids: list[list[int]], *, n: int,
                    temperature: float, top_p: float, max_new_tokens: int,
-                   runahead: RunaheadSource | None = None) -> RolloutBatch:
+                   runahead: RunaheadSource | None = None,
+                   keep_runahead: bool = False) -> RolloutBatch:
     from vllm import SamplingParams
 
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
     requests = [(ids, params) for ids in prompt_ids for _ in range(n)]
     before = read_spec_counters(llm)
-    driven = drive(llm, requests, runahead)
+    driven = drive(llm, requests, runahead, keep_runahead=keep_runahead)
     spec = read_spec_counters(llm) - before
     outs = driven.outputs
     r_ids = [list(c.token_ids) for c in outs]
@@ -148,7 +171,7 @@ def generate_batch(llm, prompts: list[dict], prompt_ids: list[list[int]], *, n: 
                         for c in outs[k:k + n]], dtype=np.float64).reshape(len(prompts), n)
     batch = RolloutBatch([list(ids) for ids, _ in requests], r_ids,
                          [c.finish_reason or "abort" for c in outs], rewards, driven.seconds,
-                         runahead=driven.runahead)
+                         runahead=driven.runahead, runahead_outputs=driven.runahead_outputs)
     # every generated token (run-ahead included) took part in the counted verifications
     generated = batch.tokens + int(driven.runahead.get("tokens", 0))
     batch.spec = {

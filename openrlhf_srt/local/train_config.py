@@ -3,7 +3,8 @@
 The SRT settings are the `--srt.*` flags of the OpenRLHF entry point (`openrlhf_srt.srt_config.
 SRTConfig`, same names, defaults and checks); `--srt.enable 0` runs the plain vLLM
 baseline. `--srt.window_steps` and `--srt.route_tolerance` have no effect here (one engine,
-no sliding window); a non-default window is refused.
+no sliding window); a non-default window is refused. Traces are recorded with `--trace_dir`
+(also without SRT), not the OpenRLHF entry point's `--srt.trace_dir`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from openrlhf_srt.data.traces import check_trace_dir
 from openrlhf_srt.models.embedded import EMBEDDED_NAMES, missing_local_path
 from openrlhf_srt.srt_config import SRTConfig, SRTConfigError, add_srt_arguments, parse_bool
 
@@ -48,6 +50,8 @@ class TrainConfig:
     wandb: bool = True
     tensorboard: bool = True
     engine_dtype: str = "auto"
+    # record every rollout and run-ahead output here, one gzip file per step (docs/traces.md)
+    trace_dir: Path | None = None
 
     @property
     def eps_high(self) -> float:
@@ -115,10 +119,16 @@ class TrainConfig:
         if self.srt.window_steps:
             bad("srt.window_steps", "must be 0 (the local trainer keeps every step's "
                 "sequences)", self.srt.window_steps)
+        if self.srt.trace_dir:
+            bad("srt.trace_dir", "is the OpenRLHF entry point's flag; the local trainer "
+                "records traces with --trace_dir", self.srt.trace_dir)
+        if self.trace_dir is not None:  # created and tried now, before the engine starts
+            self.trace_dir = check_trace_dir(self.trace_dir, "--trace_dir")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
+        d["trace_dir"] = None if self.trace_dir is None else str(self.trace_dir)
         return d
 
     @classmethod
@@ -126,6 +136,8 @@ class TrainConfig:
         """Inverse of to_dict (a checkpoint's saved config)."""
         d = dict(d)
         d["run_dir"] = Path(d["run_dir"])
+        if d.get("trace_dir") is not None:
+            d["trace_dir"] = Path(d["trace_dir"])
         d["srt"] = SRTConfig(**d["srt"])
         return cls(**d)
 
@@ -143,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
         if f.name == "srt":
-            add_srt_arguments(p)
+            add_srt_arguments(p, skip=("trace_dir",))  # here: --trace_dir
         elif isinstance(default, bool):
             p.add_argument(_flag(f.name), type=parse_bool, default=default, metavar="{true,false}")
         elif f.name in ("clip_eps_high",):
@@ -154,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(_flag(f.name), default=None)
         elif f.name == "run_dir":
             p.add_argument(_flag(f.name), type=Path, default=default)
+        elif f.name == "trace_dir":
+            p.add_argument(_flag(f.name), type=Path, default=None, metavar="DIR",
+                           help="record every rollout and run-ahead output as traces, one "
+                                "gzip file per step: DIR/step_000000.jsonl.gz (default off)")
         else:
             p.add_argument(_flag(f.name), type=type(default), default=default)
     return p

@@ -6,7 +6,9 @@ score the same), one optimizer step, and the new weights pushed into the running
 (the tree cache stays). With `--srt.runahead`, the end-of-step bubble generates the coming
 steps' prompts into the cache (local/local_runahead.py); that output is never a sample.
 Checkpoints hold the weights, optimizer, the look-ahead window's position and the cache
-snapshot; resume continues with the next prompts, losing or repeating none. The rules that
+snapshot; resume continues with the next prompts, losing or repeating none. With
+`--trace_dir`, every rollout sample and run-ahead output of a step is recorded in that step's
+trace file (docs/traces.md) once its rewards are known. The rules that
 keep a run through faults (a checkpoint folder checked before the first step, a failed save
 that keeps the last good checkpoint, metrics once per step, resume refused where the prompt
 order would change) are in docs/reliability.md.
@@ -19,14 +21,16 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from openrlhf_srt.cache.keys import prompt_key as compute_prompt_key
 from openrlhf_srt.data.prompts import check_prompt_ids, load_prompts, render_prompt
+from openrlhf_srt.data.textio import make_writable_dir
+from openrlhf_srt.data.traces import StepTraceWriter, TraceRecord, trace_finish_reason
 from openrlhf_srt.local.algorithms import group_advantages, informative_groups, overlong_penalty
 from openrlhf_srt.local.local_runahead import LocalRunahead
 from openrlhf_srt.local.policy_training import train_step
@@ -141,6 +145,7 @@ class LocalTrainer:
                         f"{cache.get('sequences', 0)} sequences" if cache else ""))
         self.runahead = (LocalRunahead(cfg.srt, self.lookahead, self.prompt_ids)
                          if self.srt_on and cfg.srt.runahead else None)
+        self.traces = StepTraceWriter(cfg.trace_dir) if cfg.trace_dir is not None else None
 
     @property
     def srt_on(self) -> bool:
@@ -207,9 +212,7 @@ class LocalTrainer:
         more checkpoint (a save writes beside the previous one before swapping)."""
         folder = self.ckpt_dir.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            make_writable_dir(folder)
         except OSError as e:
             raise CheckpointError(f"checkpoints cannot be written to {folder}: "
                                   f"{e.strerror or e}") from None
@@ -252,6 +255,8 @@ class LocalTrainer:
 
     def close(self) -> None:
         """Stop the engine (its processes and memory); the trainer is unusable after."""
+        if getattr(self, "traces", None) is not None:
+            self.traces.close()
         llm, self.llm, self.srt_handle = getattr(self, "llm", None), None, None
         if llm is not None:
             from openrlhf_srt.vllm.engine import stop_engine
@@ -265,6 +270,44 @@ class LocalTrainer:
                                    self.cfg.overlong, self.cfg.overlong_penalty_factor)
             rewards += pen.numpy().reshape(rewards.shape)
         return rewards
+
+    def _record_traces(self, step: int, records: list[dict], batch, rewards: np.ndarray) -> None:
+        """The step's trace file: every rollout sample (prompt-major, as requested) with its
+        label and reward (penalties included: what training used), then every run-ahead
+        output. The weights pushed after step s-1 sampled step s (a resume loads those of
+        the step it continues at): policy version = step."""
+        n = self.cfg.samples_per_prompt
+        traces = self.traces
+        traces.begin_step(step)
+        keys: dict[tuple[int, ...], int] = {}
+
+        def key(ids: list[int]) -> int:
+            t = tuple(ids)
+            if t not in keys:
+                keys[t] = compute_prompt_key(ids)
+            return keys[t]
+
+        flat_rewards = rewards.reshape(-1)
+        for i, (ids, resp, reason) in enumerate(zip(batch.prompt_ids, batch.response_ids,
+                                                    batch.finish_reasons)):
+            label = records[i // n].get("label")
+            traces.write(TraceRecord(
+                step=step, prompt_key=key(ids), prompt_token_ids=ids, sample_index=i % n,
+                response_token_ids=resp, finish_reason=trace_finish_reason(reason),
+                policy_version=step, label=None if label is None else str(label),
+                reward=float(flat_rewards[i])))
+        # run-ahead samples are numbered after the prompt's rollouts of the step, if any:
+        # (step, prompt key, sample index) names one record
+        used = {k: n for k in keys.values()}
+        for out in batch.runahead_outputs:
+            k = key(out.prompt_ids)
+            index = used.get(k, 0)
+            used[k] = index + 1
+            traces.write(TraceRecord(
+                step=step, prompt_key=k, prompt_token_ids=out.prompt_ids, sample_index=index,
+                response_token_ids=out.token_ids, finish_reason=out.finish_reason,
+                policy_version=step, tag="runahead"))
+        traces.end_step()
 
     def step(self, step: int) -> dict[str, float]:
         from vllm import SamplingParams
@@ -284,11 +327,15 @@ class LocalTrainer:
                                    step_cost=self.srt_handle.stats().get("step_cost"))
         batch = generate_batch(self.llm, records, prompt_ids, n=cfg.samples_per_prompt,
                                temperature=cfg.temperature, top_p=cfg.top_p,
-                               max_new_tokens=cfg.max_new_tokens, runahead=self.runahead)
+                               max_new_tokens=cfg.max_new_tokens, runahead=self.runahead,
+                               keep_runahead=self.traces is not None)
         ra = batch.runahead
         self.say(f"step {step}: generated {batch.tokens} tokens in {batch.seconds:.1f} s"
                  + (f" (+{ra['tokens']:.0f} run-ahead)" if ra else "") + "; training")
-        rewards = torch.tensor(self._rewards(batch))
+        shaped = self._rewards(batch)
+        if self.traces is not None:
+            self._record_traces(step, records, batch, shaped)
+        rewards = torch.tensor(shaped)
         keep = informative_groups(rewards) if cfg.dynamic_sampling else torch.ones(
             len(records), dtype=torch.bool)
         adv = group_advantages(rewards).reshape(-1)
@@ -324,6 +371,10 @@ class LocalTrainer:
             "srt/draft_tokens": batch.spec["draft_tokens"],
             "srt/accepted_tokens": batch.spec["accepted_tokens"],
         })
+        if self.traces is not None:
+            counts = self.traces.take_counts()
+            metrics["trace/records"] = counts["records"]
+            metrics["timing/trace_write"] = counts["seconds"]
         if ra:
             metrics.update({"srt/runahead_tokens": ra["tokens"],
                             "srt/runahead_prompts": ra["prompts"],

@@ -12,6 +12,10 @@ then binds the drafter. It adds run-ahead requests (tagged `srt_runahead` so the
 files them as run-ahead; their output is dropped here and never returned), per-step
 counters, and one actor method per SRT call into its engine (`srt_stats`,
 `srt_save_snapshot`, ...: `engine_client.AsyncSRTEngineHandle`, the cache owner's answer).
+With `--srt.trace_dir`, it records every finished episode (all n samples of each
+`generate_responses`) and every run-ahead output of a training step in its own step file,
+`<trace_dir>/engine<i>/step_<N>.jsonl.gz` (`srt_trace_begin` / `srt_trace_end`, called by
+the samples generator; docs/traces.md).
 
 `create_srt_engines` runs OpenRLHF's own `create_vllm_engines` (which hard-codes its actor
 class) with `SRTActorLauncher` in place of that class (rebind.py); on a Ray cluster without
@@ -22,8 +26,11 @@ core (`cpu_cores`).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import math
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -31,6 +38,12 @@ from openrlhf.trainer.ray.vllm_engine import RolloutRayActor
 from ray.util.placement_group import placement_group
 
 from openrlhf_srt.cache.keys import prompt_key
+from openrlhf_srt.data.traces import (
+    StepTraceWriter,
+    TraceRecord,
+    check_trace_dir,
+    trace_finish_reason,
+)
 from openrlhf_srt.openrlhf.worker import EXTENSION_PATH
 from openrlhf_srt.runahead import RUNAHEAD_PRIORITY, runahead_params
 from openrlhf_srt.srt_config import SRTConfig
@@ -61,6 +74,40 @@ class PromptCounts:
         return dict(self._counts)
 
 
+# The finish reasons of the vLLM requests of the episode being generated (one per turn), set
+# per episode task by TracingExecutor and appended by the actor's generate()
+_EPISODE_FINISH: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "srt_episode_finish", default=None)
+
+
+class TracingExecutor:
+    """OpenRLHF's agent executor (single- or multi-turn), recording each finished episode
+    as a trace record on the actor (`_SRTRolloutActor._trace_episode`)."""
+
+    def __init__(self, executor, actor):
+        self.executor, self.actor = executor, actor
+
+    async def execute(self, prompt, label, sampling_params, max_length, hf_tokenizer,
+                      llm_engine, images=None):
+        turns: list[str | None] = []
+        token = _EPISODE_FINISH.set(turns)
+        try:
+            out = await self.executor.execute(prompt, label, sampling_params, max_length,
+                                              hf_tokenizer, llm_engine, images)
+        finally:
+            _EPISODE_FINISH.reset(token)
+        self.actor._trace_episode(out, turns)
+        return out
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def plain_class(actor_class):
     """The Python class behind a `@ray.remote` class (Ray forbids subclassing the wrapper)."""
     try:
@@ -74,7 +121,8 @@ def plain_class(actor_class):
 
 class _SRTRolloutActor(plain_class(RolloutRayActor)):
     async def __init__(self, *args, srt_drafter: dict[str, Any], cpu_cores: str | None = None,
-                       priority: bool = False, runahead_max_requests: int, **kwargs):
+                       priority: bool = False, runahead_max_requests: int,
+                       trace_dir: str | None = None, engine_index: int = 0, **kwargs):
         from openrlhf_srt.vllm.drafter_config import DrafterConfig
         from openrlhf_srt.vllm.engine import check_can_verify
         from openrlhf_srt.vllm.process_lifetime import owner_environment
@@ -102,10 +150,18 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         self._ra_tokens = 0
         self._ra_requests = 0
         self._prompts = PromptCounts()  # rollout samples per prompt key here (bounded)
+        # trace recording (--srt.trace_dir): this engine's folder, tried before vLLM starts
+        self._traces = None if not trace_dir else StepTraceWriter(
+            check_trace_dir(Path(trace_dir) / f"engine{engine_index}", "--srt.trace_dir"))
+        self._trace_step: int | None = None  # the training step being recorded
+        self._trace_version = 0
+        self._trace_used: dict[int, int] = {}  # sample indices used per prompt key this step
         # this actor owns the engine: its EngineCore and workers end when it does (an actor
         # killed by Ray's or the kernel's OOM killer left them alive under PID 1)
         os.environ.update(owner_environment())
         await super().__init__(*args, **kwargs)
+        if self._traces is not None:
+            self.executor = TracingExecutor(self.executor, self)
         self.srt_handle = AsyncSRTEngineHandle(self.llm)
         await self.srt_handle.bind()
 
@@ -126,6 +182,9 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
 
     async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
         out = await super().generate(prompt_token_ids, sampling_params, multi_modal_data)
+        turns = _EPISODE_FINISH.get()
+        if turns is not None:  # recording: the episode's finish reason is its last turn's
+            turns.append(out.outputs[0].finish_reason)
         self._rollout_requests += 1
         self._rollout_tokens += sum(len(o.token_ids) for o in out.outputs)
         self._prompts.add(prompt_key(prompt_token_ids))
@@ -154,15 +213,21 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
 
     async def _run_one(self, prompt, params, rid: str) -> None:
         produced = 0
+        last = None
         try:
             async for out in self.llm.generate(prompt, params, request_id=rid,
                                                priority=self._srt_priority):
                 produced = len(out.outputs[0].token_ids)
+                last = out.outputs[0]
         except asyncio.CancelledError:
             pass
         finally:
             self._ra_tokens += produced
             self._ra_tasks.pop(rid, None)
+            if self._trace_step is not None:  # cut by the step's end: finish reason "abort"
+                self._trace(prompt["prompt_token_ids"],
+                            [] if last is None else list(last.token_ids),
+                            None if last is None else last.finish_reason, tag="runahead")
 
     async def srt_abort_runahead(self) -> int:
         """Abort every run-ahead request (the step's last rollout finished), also those
@@ -186,6 +251,54 @@ class _SRTRolloutActor(plain_class(RolloutRayActor)):
         ra = len(self._ra_tasks)
         return {"unfinished": total, "runahead": ra, "rollout": max(0, total - ra),
                 "runahead_tokens": self._ra_tokens}
+
+    # ------------------------------------------------------------------ traces
+    def srt_trace_begin(self, step: int, policy_version: int) -> None:
+        """Record the training step `step`, sampled by weights `policy_version`, into its own
+        file until srt_trace_end (a step left open by an error is dropped)."""
+        if self._traces is None:
+            return
+        self._traces.begin_step(step)
+        self._trace_step, self._trace_version, self._trace_used = step, policy_version, {}
+
+    def srt_trace_end(self) -> dict[str, Any]:
+        """Publish the step's file; {"records", "seconds" spent writing, "path"}."""
+        if self._traces is None:
+            return {}
+        path = self._traces.end_step()
+        self._trace_step = None
+        return {**self._traces.take_counts(), "path": None if path is None else str(path)}
+
+    def _trace(self, prompt_ids, response_ids, finish_reason, *, tag: str = "rollout",
+               label=None, reward=None, extra: dict | None = None) -> None:
+        if self._trace_step is None:  # not a training step (evaluation) or not recording
+            return
+        key = prompt_key(prompt_ids)
+        index = self._trace_used.get(key, 0)  # (step, prompt key, sample index) is unique
+        self._trace_used[key] = index + 1
+        self._traces.write(TraceRecord(
+            step=self._trace_step, prompt_key=key, prompt_token_ids=list(prompt_ids),
+            sample_index=index, response_token_ids=list(response_ids),
+            finish_reason=trace_finish_reason(finish_reason),
+            policy_version=self._trace_version,
+            label=label if label is None or isinstance(label, str) else str(label),
+            reward=_finite_or_none(reward), tag=tag, extra=extra or {}))
+
+    def _trace_episode(self, out: dict, turns: list) -> None:
+        """One finished episode of OpenRLHF's executor: the prompt as the engine saw it
+        (before the first action) and everything after it; a multi-turn episode's response
+        holds the environment's tokens between actions too (`action_ranges` in the record,
+        relative to the response). Finish reason: the last turn's."""
+        obs = out["observation_tokens"]
+        ranges = out.get("action_ranges") or []
+        start = ranges[0][0] if ranges else len(obs)
+        if start == 0:
+            return  # no prompt tokens: nothing a trace can name
+        extra = {}
+        if len(ranges) > 1:
+            extra["action_ranges"] = [[a - start, b - start] for a, b in ranges]
+        self._trace(obs[:start], obs[start:], turns[-1] if turns else None,
+                    label=out.get("label"), reward=out.get("reward"), extra=extra)
 
     # ------------------------------------------------------------------ cache and stats
     async def srt_step_stats(self) -> dict[str, Any]:
@@ -259,7 +372,8 @@ class SRTActorLauncher:
     def engine_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kw = dict(kwargs, srt_drafter=self.drafter,
                   runahead_max_requests=self.srt.runahead_max_requests,
-                  priority=self.srt.runahead and self.srt.runahead_priority)
+                  priority=self.srt.runahead and self.srt.runahead_priority,
+                  trace_dir=self.srt.trace_dir or None, engine_index=self.started)
         if self.cpu:
             from openrlhf_srt.vllm.engine import CPU_MEMORY_FRACTION, cpu_dtype
 

@@ -13,7 +13,10 @@ SamplesGenerator` (0.11.2) and overrides three methods:
   `_collect_prompt_batch` still pulls the training prompts from it, in order).
 - `_generate_vllm`: around OpenRLHF's own loop, a `RunaheadMonitor` thread polls the
   engines (runahead_monitor.py); afterwards run-ahead is aborted and the step's SRT figures are
-  collected (`pop_step_metrics()`).
+  collected (`pop_step_metrics()`). With `--srt.trace_dir`, each engine records the training
+  step's episodes and run-ahead outputs in its step file, begun with the step (with the
+  weights version `policy_version`, which the trainer mixin sets after each weight push)
+  and published once run-ahead is aborted.
 
 Samples returned are exactly OpenRLHF's: run-ahead output never leaves the engine actor.
 """
@@ -78,6 +81,9 @@ class SRTSamplesGenerator(SamplesGenerator):
         self._sampling_params = None  # vllm.SamplingParams of the step's rollouts
         self._dispatched = [0] * len(self.vllm_engines)
         self.dispatch_log: list[tuple[str, int]] = []  # (prompt, engine) of this step
+        # training steps whose weights the engines hold (SRTTrainerMixin sets it after each
+        # weight push and on resume): the policy version recorded in traces
+        self.policy_version = 0
 
     # ------------------------------------------------------------------ look-ahead
     def _new_lookahead(self) -> LockedLookahead:
@@ -114,6 +120,9 @@ class SRTSamplesGenerator(SamplesGenerator):
         if training:
             self.train_step += 1
             ray.get([e.srt_set_step.remote(self.train_step) for e in self.vllm_engines])
+            if self.srt.trace_dir:
+                ray.get([e.srt_trace_begin.remote(self.train_step, self.policy_version)
+                         for e in self.vllm_engines])
             if self.srt.window_steps:
                 ray.get([e.srt_keep_window.remote(self.train_step, self.srt.window_steps)
                          for e in self.vllm_engines])
@@ -127,6 +136,9 @@ class SRTSamplesGenerator(SamplesGenerator):
                                             **generate_kwargs)
         finally:
             report = monitor.stop() if monitor is not None else {}
+        # run-ahead is aborted: the step's files are whole (a step that raised stays a .tmp)
+        traced = (ray.get([e.srt_trace_end.remote() for e in self.vllm_engines])
+                  if training and self.srt.trace_dir else [])
         stats = ray.get([e.srt_step_stats.remote() for e in self.vllm_engines])
         if training:
             self._step_metrics = step_metrics(
@@ -134,6 +146,10 @@ class SRTSamplesGenerator(SamplesGenerator):
                 verify_cost=self.srt.verify_cost, home_hits=self.router.home_hits,
                 spills=self.router.spills)
             self._step_metrics["srt/runahead_prompts"] = float(report.get("prompts", 0))
+            if traced:  # engines write in parallel: the slowest engine's share of the step
+                self._step_metrics["srt/trace_records"] = sum(t["records"] for t in traced)
+                self._step_metrics["srt/trace_write_seconds"] = max(t["seconds"]
+                                                                    for t in traced)
             self.router.home_hits = self.router.spills = 0
         return result
 

@@ -4,13 +4,16 @@
 of `SRTPPOTrainer` (ppo_trainer.py, a `ray.remote` class). It overrides:
 
 - `train_step`: merges the step's `srt/*` figures (SRTSamplesGenerator.pop_step_metrics)
-  into the status dict that OpenRLHF logs to W&B and TensorBoard (under `train/`);
+  into the status dict that OpenRLHF logs to W&B and TensorBoard (under `train/`), and
+  tells the generator the weights version the engines now hold (the step count; OpenRLHF's
+  train_step pushes the new weights), which traces record;
 - `save_logs_and_checkpoints`: at a checkpoint step, adds the look-ahead window (prompts
   peeked but not yet trained on) to OpenRLHF's client_states and, with --srt.snapshot,
   writes every engine's cache to `<ckpt.path>/_srt/global_step<N>/` (keeping the newest
   only, SNAPSHOTS_KEPT);
 - `init_checkpoint_states`: on resume (OpenRLHF found a checkpoint), gives the look-ahead
-  window back to the generator and loads the cache snapshots of that step.
+  window back to the generator (and the weights version: the checkpoint's step) and loads
+  the cache snapshots of that step.
 
 This module imports no deepspeed, so it is tested on CPU with a stand-in base class.
 """
@@ -65,6 +68,7 @@ class SRTTrainerMixin:
     def train_step(self, rollout_samples, global_step: int):
         status, next_step = super().train_step(rollout_samples, global_step)
         status.update(self.samples_generator.pop_step_metrics())
+        self.samples_generator.policy_version = next_step  # the weights just pushed
         return status, next_step
 
     def save_logs_and_checkpoints(self, global_step: int, logs_dict=None, client_states=None):
@@ -82,6 +86,7 @@ class SRTTrainerMixin:
         if step > 0:
             self.samples_generator.restore_lookahead(states.get(LOOKAHEAD_KEY))
             self.samples_generator.train_step = step
+            self.samples_generator.policy_version = step  # fit() pushes the checkpoint's weights
             if self.srt.snapshot:
                 d = snapshot_dir(self.args.ckpt.path, step)
                 if loaded := self.samples_generator.load_snapshots(d):

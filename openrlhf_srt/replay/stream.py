@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from openrlhf_srt.data.traces import TraceFormatError, TraceRecord, iter_numbered_traces
+from openrlhf_srt.data.traces import (
+    TraceFormatError,
+    TraceRecord,
+    iter_numbered_traces,
+    trace_files,
+)
 
 
 @dataclass(frozen=True)
@@ -110,18 +115,17 @@ class _StepBuilder:
 
 
 def iter_steps(path: str | os.PathLike, prompts: int = 0) -> Iterator[StepRecords]:
-    """The training steps of one trace file, in order, each complete before it is yielded.
+    """The training steps of one trace file or trace directory (its step files in step
+    order, `data.traces.trace_files`), in order, each complete before it is yielded.
 
     ``prompts`` > 0 keeps only the first that many distinct prompts of the file (in order of
     first appearance). Raises TraceFormatError (file and line) for a malformed line, a step
     smaller than an earlier one, or a duplicate (step, prompt, sample); ValueError when the
     file has no records (or none of the kept prompts)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trace file not found: {path}")
     kept: set[int] = set()
     current: _StepBuilder | None = None
-    for lineno, r in iter_numbered_traces(path):
+    for where, lineno, r in _numbered_records(path):
         if prompts and r.prompt_key not in kept:
             if len(kept) >= prompts:
                 continue
@@ -130,15 +134,22 @@ def iter_steps(path: str | os.PathLike, prompts: int = 0) -> Iterator[StepRecord
             if current is not None:
                 if r.step < current.step:
                     raise TraceFormatError(
-                        f"{path}:{lineno}: step {r.step} after step {current.step}: the "
+                        f"{where}:{lineno}: step {r.step} after step {current.step}: the "
                         "records of a trace file must come in step order")
                 yield current.build()
             current = _StepBuilder(r.step)
         current.add(r.prompt_key, r.sample_index, r.prompt_token_ids, r.response_token_ids,
-                    f"{path}:{lineno}")
+                    f"{where}:{lineno}")
     if current is None:
         raise ValueError(f"{path}: the trace has no records")
     yield current.build()
+
+
+def _numbered_records(path: Path) -> Iterator[tuple[Path, int, TraceRecord]]:
+    """(file, line, record) of a trace file or of a directory's step files, in step order."""
+    for f in trace_files(path):
+        for lineno, r in iter_numbered_traces(f):
+            yield f, lineno, r
 
 
 def with_next(steps: Iterable[StepRecords]) -> Iterator[tuple[StepRecords, StepRecords | None]]:
@@ -165,13 +176,20 @@ def steps_from_records(records: Iterable[TraceRecord]) -> list[StepRecords]:
 
 
 def count_response_tokens(path: str | os.PathLike) -> int:
-    """A quick scan of a trace file for its number of response tokens (commas inside each
-    line's response_token_ids list; no JSON parsing, no validation): the progress bar's
-    total. A malformed file is reported by the real read, not here."""
+    """A quick scan of a trace file (or a trace directory's step files) for its number of
+    response tokens (commas inside each line's response_token_ids list; no JSON parsing, no
+    validation): the progress bar's total. A malformed file is reported by the real read,
+    not here."""
+    key = b'"response_token_ids"'
+    total = 0
+    for f in trace_files(path):
+        total += _count_file(f, key)
+    return total
+
+
+def _count_file(path: Path, key: bytes) -> int:
     import gzip
 
-    path = Path(path)
-    key = b'"response_token_ids"'
     total = 0
     with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
         try:

@@ -28,6 +28,8 @@ def _record(step=0, sample=0, prompt=(1, 2, 3), response=(4, 5)) -> TraceRecord:
 def test_round_trip(tmp_path, suffix):
     records = [_record(step=s, sample=i, response=(s, i, 9)) for s in range(2) for i in range(3)]
     records.append(TraceRecord(**{**_record().__dict__, "tag": "runahead", "reward": None}))
+    records.append(TraceRecord(**{**_record(sample=9).__dict__,
+                                  "extra": {"action_ranges": [[0, 1], [2, 3]]}}))
     path = tmp_path / f"t{suffix}"
     with TraceWriter(path) as w:
         for r in records:
@@ -139,3 +141,87 @@ def test_extra_fields_round_trip_unchanged(tmp_path):
     with TraceWriter(tmp_path / "t.jsonl") as w:
         w.write(rec)
     assert read_traces(tmp_path / "t.jsonl")[0].extra == {"method": "srt", "temperature": 0.6}
+
+
+def test_step_writer_rotates_per_step_and_trace_files_reads_them_in_step_order(tmp_path):
+    from openrlhf_srt.data.traces import StepTraceWriter, trace_files
+
+    for engine in (1, 0):  # an OpenRLHF run: one folder per engine actor
+        w = StepTraceWriter(tmp_path / f"engine{engine}")
+        for step in (2, 10, 1):
+            w.begin_step(step)
+            w.write(_record(step=step, sample=engine))
+            w.end_step()
+        w.close()
+        assert w.take_counts()["records"] == 3
+    files = trace_files(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        f"engine{e}/step_{s:06d}.jsonl.gz" for s in (1, 2, 10) for e in (0, 1)]
+    for f in files:  # gzip streams
+        with gzip.open(f) as g:
+            assert g.read()
+    assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [
+        (s, e) for s in (1, 2, 10) for e in (0, 1)]
+    assert trace_files(files[0]) == [files[0]]
+
+
+def test_a_step_cut_short_leaves_the_earlier_steps_readable(tmp_path):
+    """A run that dies mid-step leaves that step's .tmp (not read) and every earlier step's
+    file whole; the step redone after a resume replaces it."""
+    from openrlhf_srt.data.traces import StepTraceWriter
+
+    w = StepTraceWriter(tmp_path)
+    w.begin_step(0)
+    w.write(_record(step=0))
+    assert w.end_step() == tmp_path / "step_000000.jsonl.gz"
+    w.begin_step(1)
+    for i in range(50):
+        w.write(_record(step=1, sample=i))
+    w._writer._f.flush()  # what the crash left on disk
+    assert [r.step for r in read_traces(tmp_path)] == [0]
+    assert (tmp_path / "step_000001.jsonl.gz.tmp").is_file()
+    redone = StepTraceWriter(tmp_path)  # the resumed run
+    redone.begin_step(1)
+    redone.write(_record(step=1, sample=7))
+    redone.end_step()
+    redone.begin_step(2)  # no record: no file
+    assert redone.end_step() is None
+    redone.begin_step(3)  # cut short by an error: dropped at close
+    redone.write(_record(step=3))
+    redone.close()
+    assert [(r.step, r.sample_index) for r in read_traces(tmp_path)] == [(0, 0), (1, 7)]
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "step_000000.jsonl.gz", "step_000001.jsonl.gz"]  # steps 2 and 3: no .tmp left
+
+
+def test_trace_files_errors_name_the_path(tmp_path):
+    from openrlhf_srt.data.traces import trace_files
+
+    with pytest.raises(FileNotFoundError, match="trace file not found: .*missing"):
+        trace_files(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no trace step files"):
+        trace_files(tmp_path)
+
+
+def test_check_trace_dir_names_the_flag(tmp_path):
+    from openrlhf_srt.data.traces import check_trace_dir
+
+    assert check_trace_dir(tmp_path / "a" / "b", "--trace_dir") == (tmp_path / "a" / "b")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"^--trace_dir .*file/sub: trace files cannot be "
+                                         r"written there \(Not a directory\)"):
+        check_trace_dir(tmp_path / "file" / "sub", "--trace_dir")
+
+
+def test_atomic_writer_publishes_on_close_only(tmp_path):
+    path = tmp_path / "t.jsonl.gz"
+    w = TraceWriter(path, atomic=True)
+    w.write(_record())
+    assert not path.exists()
+    w.close()
+    assert read_traces(path) == [_record()]
+    with pytest.raises(RuntimeError), TraceWriter(tmp_path / "u.jsonl.gz", atomic=True) as w:
+        w.write(_record())
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == [path]

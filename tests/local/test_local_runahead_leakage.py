@@ -48,7 +48,10 @@ class EngineRecorder:
                 if r["runahead"] == runahead]
 
 
-def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings, monkeypatch):
+def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings, monkeypatch,
+                                                    replay_trace):
+    """Also records the run's traces (--trace_dir): every rollout sample and run-ahead output,
+    exactly as the engine produced them, which the reader accepts and the replay consumes."""
     from openrlhf_srt.local import trainer as trainer_module
     from openrlhf_srt.local.train_config import TrainConfig
     from openrlhf_srt.srt_config import SRTConfig
@@ -76,7 +79,8 @@ def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings,
         cfg = TrainConfig(run_dir=tmp_path / f"run{seed}", prompts="builtin:6", steps=3,
                           prompts_per_step=2, samples_per_prompt=2, max_new_tokens=24,
                           temperature=1.0, micro_batch_size=4, lr=1e-4, wandb=False,
-                          tensorboard=False, srt=srt, seed=seed)
+                          tensorboard=False, srt=srt, seed=seed,
+                          trace_dir=tmp_path / f"run{seed}" / "traces")
         trainer = trainer_module.LocalTrainer(cfg)
         try:
             engine = EngineRecorder(trainer.llm.llm_engine, monkeypatch)
@@ -98,3 +102,31 @@ def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings,
     assert {p for p, _ in runahead} & {p for p, _ in samples}
     assert [s for s in samples if s in runahead] == []  # no run-ahead output came back
     assert samples == rollouts  # each sample is its own rollout request's output, in order
+
+    # the traces: one file per step; the rollouts in request order with their step, sample
+    # index, policy version (weights pushed after each step), prompt key, label and reward
+    from openrlhf_srt.cache.keys import prompt_key
+    from openrlhf_srt.data.traces import read_traces, trace_files
+
+    assert [f.name for f in trace_files(cfg.trace_dir)] == [
+        f"step_{s:06d}.jsonl.gz" for s in range(3)]
+    records = read_traces(cfg.trace_dir)
+    traced = [r for r in records if r.tag == "rollout"]
+    assert [(tuple(r.prompt_token_ids), tuple(r.response_token_ids)) for r in traced] == samples
+    assert [(r.step, r.sample_index, r.policy_version) for r in traced] == [
+        (s, i, s) for s in range(3) for _ in range(2) for i in range(2)]
+    trained = [trainer.step_prompts[s][k] for s in range(3) for k in range(2) for _ in range(2)]
+    assert [r.prompt_key for r in traced] == [prompt_key(trainer.prompt_ids(i)) for i in trained]
+    assert [r.label for r in traced] == [str(trainer.pool[i]["label"]) for i in trained]
+    assert [r.reward for r in traced] == [float(x) for b in batches for x in b.rewards.reshape(-1)]
+    assert all(r.finish_reason in ("stop", "length") for r in traced)
+    # every run-ahead request, with what it produced before it ended or was cut (abort)
+    ahead = [r for r in records if r.tag == "runahead"]
+    assert [(tuple(r.prompt_token_ids), tuple(r.response_token_ids)) for r in ahead] == \
+        engine.outputs(runahead=True)
+    assert {r.step for r in ahead} <= {0, 1, 2}
+    assert all(r.policy_version == r.step for r in ahead)
+    assert len({(r.step, r.prompt_key, r.sample_index) for r in records}) == len(records)
+    figures = replay_trace(cfg.trace_dir)  # replays the rollouts (run-ahead: its choice)
+    assert sum(len(r.response_token_ids) for r in traced) <= figures["total"]["tokens"] <= sum(
+        len(r.response_token_ids) for r in records)

@@ -106,3 +106,17 @@ def test_a_prompt_too_long_for_the_engine_fails_before_it_starts(words, new_toke
     assert n >= words and n + new_tokens > MAX_MODEL_LEN
     assert msg.endswith(f"with {new_tokens} new tokens that is {n + new_tokens}, over the "
                         f"engine's max_model_len {MAX_MODEL_LEN}")
+
+
+def test_trace_dir_off_by_default_created_at_start_and_refused_when_unwritable(tmp_path,
+                                                                              capsys):
+    assert parse_config([]).trace_dir is None
+    cfg = parse_config(["--trace_dir", str(tmp_path / "run" / "traces")])
+    assert cfg.trace_dir == tmp_path / "run" / "traces" and cfg.trace_dir.is_dir()
+    assert TrainConfig.from_dict(cfg.to_dict()).trace_dir == cfg.trace_dir
+    (tmp_path / "file").write_text("x")
+    err = error_of(["--trace_dir", str(tmp_path / "file" / "traces")], capsys)
+    assert "--trace_dir" in err and "cannot be written" in err
+    # the OpenRLHF entry point's flag is not the local trainer's
+    assert "unrecognized arguments: --srt.trace_dir" in error_of(
+        ["--srt.trace_dir", str(tmp_path)], capsys)

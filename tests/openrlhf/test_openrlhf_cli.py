@@ -205,3 +205,49 @@ def test_plain_class_of_ray_actor():
             return 1
 
     assert plain_class(A).__name__ == "A" and plain_class(A)().f() == 1
+
+
+def test_trace_dir_is_made_absolute_and_refused_when_unwritable(tmp_path, monkeypatch, capsys):
+    from openrlhf_srt.cli.train_ppo_ray import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    assert parse_args(BASE)[1].trace_dir == ""  # off by default
+    _, cfg, _ = parse_args([*BASE, "--srt.trace_dir", "runs/traces"])
+    assert cfg.trace_dir == str(tmp_path / "runs" / "traces")
+    assert (tmp_path / "runs" / "traces").is_dir()
+    (tmp_path / "file").write_text("x")
+    for extra, needle in ((["--srt.trace_dir", "file/traces"],
+                           "--srt.trace_dir file/traces: trace files cannot be written there"),
+                          (["--srt.trace_dir", "t", "--srt.enable", "0"],
+                           "--srt.trace_dir needs --srt.enable")):
+        with pytest.raises(SystemExit):
+            parse_args([*BASE, *extra])
+        assert needle in capsys.readouterr().err
+
+
+def test_trainer_mixin_tells_the_generator_the_weights_version():
+    """Traces record the weights version that sampled each step: the step count after each
+    weight push, the checkpoint's step on resume."""
+    from types import SimpleNamespace
+
+    from openrlhf_srt.openrlhf.trainer_mixin import SRTTrainerMixin
+
+    class StandInBase:  # OpenRLHF's PPOTrainer.train_step pushes the weights, returns step+1
+        def train_step(self, rollout_samples, global_step):
+            return {}, global_step + 1
+
+        def init_checkpoint_states(self):
+            return {"global_step": 7}
+
+    class Trainer(SRTTrainerMixin, StandInBase):
+        pass
+
+    trainer = Trainer()
+    trainer.srt = SimpleNamespace(snapshot=False)
+    trainer.samples_generator = SimpleNamespace(pop_step_metrics=dict, policy_version=0,
+                                                restore_lookahead=lambda state: None)
+    assert trainer.train_step([], 0)[1] == 1
+    assert trainer.samples_generator.policy_version == 1
+    trainer.init_checkpoint_states()
+    assert trainer.samples_generator.policy_version == 7
+    assert trainer.samples_generator.train_step == 7

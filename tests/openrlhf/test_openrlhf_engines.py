@@ -6,7 +6,8 @@ One module-scoped engine group (two engines, worker threads bound to cores 0 and
 3-step run shared by the tests: routing stickiness, no run-ahead leakage (exact sample counts
 and contents; no returned sample among what the drafters filed as run-ahead), bubble
 detection and run-ahead on a crafted long-tail batch, snapshot save and restore,
-checkpoint/resume of the look-ahead window through the trainer mixin.
+checkpoint/resume of the look-ahead window through the trainer mixin, trace recording
+(`--srt.trace_dir`: every episode and run-ahead output, per engine and step).
 
 The crafted long tail: rollouts get `max_new_tokens=None`, so OpenRLHF's executor gives each
 prompt `max_len - len(prompt)` tokens; with max_len 112, one short prompt per batch may run
@@ -64,7 +65,7 @@ GEN_KW = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": None, "max_len": M
 
 
 @pytest.fixture(scope="module")
-def group(embedded_model_path, srt_test_settings):
+def group(embedded_model_path, srt_test_settings, tmp_path_factory):
     from transformers import AutoTokenizer
 
     from openrlhf_srt.openrlhf.engine_group import create_srt_engines
@@ -77,7 +78,8 @@ def group(embedded_model_path, srt_test_settings):
                     runahead_min_seconds=0.0, runahead_min_samples=1,
                     runahead_poll_seconds=0.25, runahead_prompts=8, runahead_samples=2,
                     runahead_max_new_tokens=24, runahead_max_tokens=192, cache_bytes=1 << 26,
-                    runahead_max_slowdown=float("inf"))  # run ahead despite the CPU's cost
+                    runahead_max_slowdown=float("inf"),  # run ahead despite the CPU's cost
+                    trace_dir=str(tmp_path_factory.mktemp("traces")))
     t0 = time.monotonic()
     engines = create_srt_engines(2, 1, embedded_model_path, 0, False, False, True, 512,
                                  srt=srt, cpu=True, max_num_seqs=64)
@@ -114,6 +116,7 @@ def run(group, tmp_path_factory):
                                      dispatch=list(gen.dispatch_log),
                                      metrics=gen.pop_step_metrics(),
                                      seconds=time.monotonic() - t0))
+        gen.policy_version = len(steps)  # as SRTTrainerMixin sets it after a weight push
         if len(steps) == 1:
             lookahead_after_step1 = gen.lookahead_state()
         m = steps[-1].metrics
@@ -122,8 +125,13 @@ def run(group, tmp_path_factory):
     counts = ray.get([e.srt_prompt_counts.remote() for e in group.engines])
     requests = ray.get([e.srt_request_counts.remote() for e in group.engines])
     filed = filed_sequences(gen.save_snapshots(tmp_path_factory.mktemp("filed")))
+    # the step files as these three steps left them (later tests' generators record more)
+    from openrlhf_srt.data.traces import read_traces, trace_files
+
+    traces = {f: read_traces(f) for f in trace_files(group.srt.trace_dir)}
     return SimpleNamespace(gen=gen, steps=steps, counts=counts, requests=requests,
-                           lookahead_after_step1=lookahead_after_step1, filed=filed)
+                           lookahead_after_step1=lookahead_after_step1, filed=filed,
+                           traces=traces)
 
 
 def filed_sequences(snapshot_paths) -> dict[str, set[tuple[int, ...]]]:
@@ -241,6 +249,54 @@ def test_rollouts_and_runahead_of_a_prompt_share_one_tree(group, run):
     trees |= {(p, home_engine(p, 2)) for p in DATASET[4:8]}  # run ahead during step 1
     cache = [ray.get(e.srt_stats.remote())["cache"] for e in group.engines]
     assert sum(c["prompts"] for c in cache) == len(trees)
+
+
+def test_traces_record_every_episode_and_runahead_output(group, run, replay_trace):
+    """--srt.trace_dir: each engine's file of each step holds every sample generated there
+    (the returned samples' prompts and responses, sample indices 0..n-1, the weights version
+    the generator held, labels), and the run-ahead outputs, tagged, each one what the
+    drafter filed as run-ahead; the reader accepts them and the replay consumes the
+    directory."""
+    from pathlib import Path
+
+    from openrlhf_srt.cache.keys import prompt_key
+
+    root = Path(group.srt.trace_dir)
+    # the generator's rounds 1, 2 and 4: round 3 found epoch 1's prompts used up (OpenRLHF's
+    # end of epoch), generated nothing and left no file
+    rounds = (1, 2, 4)
+    assert [f.relative_to(root).as_posix() for f in run.traces] == [
+        f"engine{e}/step_{s:06d}.jsonl.gz" for s in rounds for e in (0, 1)]
+    rollouts = [r for recs in run.traces.values() for r in recs if r.tag == "rollout"]
+    assert len(rollouts) == 3 * BATCH * N_SAMPLES
+    version = {}
+    for i, (s, step) in enumerate(zip(rounds, run.steps)):
+        mine = [r for r in rollouts if r.step == s]
+        prompts = {prompt_key(ids(group, p)): p for x in step.samples for p in x.prompts}
+        assert sorted((r.prompt_key, r.sample_index) for r in mine) == sorted(
+            (k, i) for k in prompts for i in range(N_SAMPLES))
+        assert Counter(tuple(r.response_token_ids) for r in mine) == Counter(
+            response_tokens(x) for x in step.samples)
+        assert {r.policy_version for r in mine} == {i}  # training steps before it
+        version[s] = i
+        assert all(r.label == f"label-{prompts[r.prompt_key][:6]}" for r in mine)
+        assert all(r.finish_reason in ("stop", "length") for r in mine)
+        # a prompt's samples are in the file of the engine it was dispatched to
+        engine_of = {prompt_key(ids(group, p)): e for p, e in step.dispatch}
+        for f, recs in run.traces.items():
+            assert all(engine_of[r.prompt_key] == int(f.parent.name[6:])
+                       for r in recs if r.step == s and r.tag == "rollout")
+    ahead = [r for recs in run.traces.values() for r in recs if r.tag == "runahead"]
+    assert ahead and {r.step for r in ahead} <= set(rounds)
+    slack = group.srt.max_draft_tokens
+    assert all(filed_as(tuple(r.response_token_ids), run.filed["runahead"], slack)
+               for r in ahead if r.response_token_ids)
+    assert all(r.policy_version == version[r.step] for r in ahead)
+    figures = replay_trace(root)  # the whole directory, step files in step order
+    assert figures["total"]["tokens"] >= sum(len(r.response_token_ids) for r in rollouts)
+    m = run.steps[0].metrics
+    assert m["srt/trace_records"] == BATCH * N_SAMPLES + sum(r.step == 1 for r in ahead)
+    assert m["srt/trace_write_seconds"] > 0
 
 
 def test_snapshot_save_and_restore(group, run, tmp_path):

@@ -45,7 +45,9 @@ AGENT = textwrap.dedent('''
 
 
 def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, tmp_path,
-                                                         srt_test_settings):
+                                                         srt_test_settings, replay_trace):
+    """Also records the episodes (--srt.trace_dir): one record per episode, the prompt and
+    everything after it, the actions' ranges, the last turn's finish reason."""
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
@@ -60,14 +62,17 @@ def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, t
     try:
         (engine,) = create_srt_engines(1, 1, embedded_model_path, 0, False, False, True, 512,
                                        agent_func_path=str(agent),
-                                       srt=SRTConfig(runahead=False, **srt_test_settings),
+                                       srt=SRTConfig(runahead=False, **srt_test_settings,
+                                                     trace_dir=str(tmp_path / "traces")),
                                        cpu=True, max_num_seqs=16)
         tok = AutoTokenizer.from_pretrained(embedded_model_path)
         # OpenRLHF gives each turn all the length left; a stop string ends turns early
         params = SamplingParams(temperature=1.0, stop=[" "], min_tokens=2)
+        ray.get(engine.srt_trace_begin.remote(1, 0))
         outs = ray.get(engine.generate_responses.remote(
             prompt="Q: what is 6 x 7? A:", label="42", sampling_params=params,
             max_length=256, hf_tokenizer=tok, num_samples=4))
+        traced = ray.get(engine.srt_trace_end.remote())
         cache = ray.get(engine.srt_stats.remote())["cache"]
     finally:
         ray.shutdown()
@@ -76,3 +81,20 @@ def test_every_turn_of_an_episode_shares_the_prompts_tree(embedded_model_path, t
     # 4 samples x 2 turns = 8 cached sequences, all in the one tree of the prompt
     assert cache["sequences"] == 8
     assert cache["prompts"] == 1
+
+    from openrlhf_srt.data.traces import read_traces
+
+    assert traced["records"] == 4 and traced["path"].endswith("engine0/step_000001.jsonl.gz")
+    records = read_traces(tmp_path / "traces")
+    prompt = tok(text="Q: what is 6 x 7? A:", add_special_tokens=False)["input_ids"]
+    assert sorted(r.sample_index for r in records) == [0, 1, 2, 3]
+    episodes = sorted(tuple(o["observation_tokens"][len(prompt):]) for o in outs)
+    assert sorted(tuple(r.response_token_ids) for r in records) == episodes
+    for r in records:
+        assert r.prompt_token_ids == prompt and (r.step, r.policy_version) == (1, 0)
+        assert (r.label, r.reward, r.finish_reason) == ("42", 0.0, "stop")
+        ranges = r.extra["action_ranges"]  # two actions, the tool's text between them
+        assert len(ranges) == 2 and ranges[0][0] == 0 and ranges[1][1] == len(
+            r.response_token_ids) and ranges[0][1] < ranges[1][0]
+    assert replay_trace(tmp_path / "traces")["total"]["tokens"] == sum(
+        len(r.response_token_ids) for r in records)
