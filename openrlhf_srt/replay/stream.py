@@ -121,11 +121,18 @@ def iter_steps(path: str | os.PathLike, prompts: int = 0) -> Iterator[StepRecord
     ``prompts`` > 0 keeps only the first that many distinct prompts of the file (in order of
     first appearance). Raises TraceFormatError (file and line) for a malformed line, a step
     smaller than an earlier one, or a duplicate (step, prompt, sample); ValueError when the
-    file has no records (or none of the kept prompts)."""
+    file has no records (or none of the kept prompts).
+
+    Run-ahead outputs a training run recorded (tag "runahead") are skipped, here and in
+    steps_from_records: they were never samples of their step, and replaying them as
+    sequences would count tokens no training step waited for. (The replay's own run-ahead
+    model, simulator.RunAhead, stands in for the cache entries they made.)"""
     path = Path(path)
     kept: set[int] = set()
     current: _StepBuilder | None = None
     for where, lineno, r in _numbered_records(path):
+        if r.tag == "runahead":  # never a training sample (see the docstring)
+            continue
         if prompts and r.prompt_key not in kept:
             if len(kept) >= prompts:
                 continue
@@ -167,6 +174,8 @@ def steps_from_records(records: Iterable[TraceRecord]) -> list[StepRecords]:
     or when a (step, prompt, sample) repeats."""
     builders: dict[int, _StepBuilder] = {}
     for n, r in enumerate(records):
+        if r.tag == "runahead":
+            continue
         b = builders.setdefault(r.step, _StepBuilder(r.step))
         b.add(r.prompt_key, r.sample_index, r.prompt_token_ids, r.response_token_ids,
               f"record {n}")

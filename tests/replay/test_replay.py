@@ -385,6 +385,18 @@ def test_reference_cache_counts_equal_native_under_insert_remove_and_window():
             assert (a.match_len, a.source) == (b.match_len, b.source)
 
 
+def test_recorded_runahead_outputs_are_not_replayed_as_samples(tmp_path):
+    """A training run's trace holds its run-ahead outputs too (tag "runahead", sample index
+    possibly equal to a rollout's): they never were samples of the step and are skipped."""
+    from dataclasses import replace
+
+    records = [rec(0, [9], 0, [1, 2]), replace(rec(0, [9], 0, [5, 5, 5]), tag="runahead"),
+               rec(1, [9], 0, [3])]
+    trace = tmp_path / "t.jsonl"
+    write_trace(trace, records)
+    for steps in (list(iter_steps(trace)), steps_from_records(records)):
+        assert [(s.step, s.tokens) for s in steps] == [(0, 2), (1, 1)]
+
 def test_cli_replays_a_trace_directory_as_its_step_files_in_order(tmp_path, capsys):
     """A training run's trace directory (one file per step, docs/traces.md) replays exactly
     as the same records in one file."""
