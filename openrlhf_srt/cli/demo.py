@@ -3,10 +3,12 @@
 Both runs train the embedded SmolLM2-135M on CPU (openrlhf_srt.local) with the same
 prompts, seed and settings; the first generates its rollouts with plain vLLM, the second
 with the SRT drafter (tree cache kept across steps, run-ahead in end-of-step bubbles).
-Prints a per-step table and the generation speedup measured from the two runs, and writes
-runs/<name>/{baseline,srt}/ (metrics.jsonl, TensorBoard events, an offline W&B run) and
-runs/<name>/compare.png. `--trace-dir DIR` records both runs' traces (the trainer's
-`--trace_dir`) in DIR/baseline and DIR/srt.
+Prints a per-step table, the generation speedup measured from the two runs and, beside it,
+what the rollout-time simulator predicts from the runs' own traces and this machine's
+step-cost curve (SRT's speedup and an oracle budget's), and writes
+runs/<name>/{baseline,srt}/ (metrics.jsonl, TensorBoard events, an offline W&B run),
+runs/<name>/compare.png and the traces (the trainer's `--trace_dir`) in
+runs/<name>/traces/{baseline,srt} (`--trace-dir DIR` to put them elsewhere).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run one of the two (the table then reads the other from disk)")
     p.add_argument("--trace-dir", type=Path, default=None, metavar="DIR",
                    help="record each run's rollouts and run-ahead outputs as traces in "
-                        "DIR/baseline and DIR/srt, one gzip file per step (docs/traces.md)")
+                        "DIR/baseline and DIR/srt, one gzip file per step (docs/traces.md; "
+                        "default runs/<name>/traces): the prediction replays them")
     return p
 
 
@@ -61,6 +64,43 @@ def per_step_table(base: list[dict], srt: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def predicted_report(trace_root: Path, srt, measured: dict[str, tuple[float, float]]) -> str:
+    """What the rollout-time simulator (replay.rollout_time) predicts for the two runs from
+    their own traces and this machine's closest step-cost curve, beside what was measured:
+    each run's generation seconds, and the speedup SRT and an oracle budget would give on
+    the SRT run's responses."""
+    from openrlhf_srt.drafting.step_curve import closest_curve
+    from openrlhf_srt.replay.rollout_time import RolloutTimeConfig, predict
+    from openrlhf_srt.replay.stream import iter_steps
+    from openrlhf_srt.vllm.proposer import engine_machine
+
+    found = closest_curve(engine_machine())
+    if found is None:
+        return "prediction: no step-cost curve is packaged (openrlhf_srt/drafting/curves/)"
+    path, curve = found
+    drafter = srt.drafter_config()
+    cfg = RolloutTimeConfig(cache=drafter.cache_config(), budget=drafter.budget_config(),
+                            drafter_time=True)  # on a CPU the drafter shares the cores
+    total = {}
+    for name in ("baseline", "srt"):
+        steps = predict(iter_steps(trace_root / name), curve, cfg)
+        total[name] = {m: sum(s.seconds(m) for s in steps) for m in ("baseline", "srt", "oracle")}
+    base, run = total["baseline"], total["srt"]
+    lines = [f"predicted by the rollout-time simulator from the runs' own traces and the step-cost "
+             f"curve {path.name} (decoding rounds only: no prefill, no run-ahead):",
+             f"  baseline run: predicted {base['baseline']:.1f} s, measured "
+             f"{measured['baseline'][0]:.1f} s",
+             f"  SRT run:      predicted {run['srt']:.1f} s, measured {measured['srt'][0]:.1f} s",
+             f"  speedup on the SRT run's responses: predicted "
+             f"{run['baseline'] / run['srt']:.2f}x, oracle budget {run['baseline'] / run['oracle']:.2f}x; "
+             f"measured {measured['baseline'][0] / max(measured['srt'][0], 1e-9):.2f}x by "
+             f"generation seconds"]
+    gain, best = run["baseline"] / run["srt"] - 1, run["baseline"] / run["oracle"] - 1
+    if best > 0:
+        lines.append(f"  SRT's predicted gain is {gain / best:.0%} of the oracle's")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the demo prints its own progress
     quiet_vllm_logs()
@@ -77,12 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     from openrlhf_srt.srt_config import SRTConfig
 
     hf_logging.disable_progress_bar()
-    if a.trace_dir is not None:
-        try:
-            a.trace_dir = check_trace_dir(a.trace_dir, "--trace-dir")
-        except ValueError as e:
-            parser.error(str(e))
     root = a.runs_root / a.name
+    try:  # traces are always recorded: the prediction below replays them
+        a.trace_dir = check_trace_dir(a.trace_dir or root / "traces", "--trace-dir")
+    except ValueError as e:
+        parser.error(str(e))
     common = {"prompts": a.prompts, "steps": a.steps, "prompts_per_step": a.prompts_per_step,
               "samples_per_prompt": a.samples, "max_new_tokens": a.max_new_tokens,
               "temperature": a.temperature, "lr": a.lr, "seed": a.seed, "algo": "grpo"}
@@ -91,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
           f"tokens, temperature {a.temperature}, seed {a.seed}; twice: plain vLLM, then SRT",
           flush=True)
     walls = {}
-    for name, srt in (("baseline", SRTConfig(enable=False)),
-                      ("srt", SRTConfig(runahead=bool(a.runahead)))):
+    srt_config = SRTConfig(runahead=bool(a.runahead))
+    for name, srt in (("baseline", SRTConfig(enable=False)), ("srt", srt_config)):
         if a.only and a.only != name:
             continue
         start = time.monotonic()
         print(f"\n== {name}: starting the engine", flush=True)
         cfg = TrainConfig(run_dir=root / name, srt=srt, **common,
-                          trace_dir=None if a.trace_dir is None else a.trace_dir / name)
+                          trace_dir=a.trace_dir / name)
         trainer = LocalTrainer(cfg, log_fn=lambda msg, tag=name: print(f"[{tag}] {msg}", flush=True))
         try:
             trainer.run()
@@ -117,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"time per generated token: baseline {per_tok[0]:.2f} ms, SRT {per_tok[1]:.2f} ms -> "
           f"{per_tok[0] / max(per_tok[1], 1e-9):.2f}x (the two runs sample different responses "
           "from the same distribution, so their token counts differ)")
+    try:
+        print(predicted_report(a.trace_dir, srt_config,
+                               {"baseline": (gen[0], toks[0]), "srt": (gen[1], toks[1])}))
+    except (OSError, ValueError) as e:  # e.g. --only with the other run's traces missing
+        print(f"prediction: not available ({e})")
     print()
     print(format_table(runs))
     png = root / "compare.png"
