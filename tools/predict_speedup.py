@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from openrlhf_srt.cache import MIN_BYTE_BUDGET, CacheConfig
+from openrlhf_srt.data.traces import trace_files
 from openrlhf_srt.drafting.budget import BUDGET_RULES, BudgetConfig
 from openrlhf_srt.drafting.step_curve import StepCurve
 from openrlhf_srt.replay.rollout_time import (
@@ -143,8 +144,7 @@ def main(argv=None) -> int:
     try:
         curve = StepCurve.load(a.curve)
         for t in a.traces:
-            if not t.is_file():
-                raise FileNotFoundError(f"trace file not found: {t}")
+            trace_files(t)  # a file or a training run's trace directory; names what is missing
     except (OSError, ValueError) as e:
         print(f"predict_speedup: error: {e}", file=sys.stderr)
         return 2
