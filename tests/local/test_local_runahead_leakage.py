@@ -69,6 +69,8 @@ def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings,
     # temperature 1: two samples of a prompt are as unlikely as can be to coincide. A step
     # whose samples all end in the same engine step has no bubble: another seed is tried
     # (at most RUNS) until run-ahead has produced output, without which no leak can show.
+    # 64 new tokens, not 24: at T=1 this model's samples mostly hit a short cap in the
+    # same engine step (no bubble: all three seeds did in a clean-clone vLLM 0.29 lane).
     srt = SRTConfig(**srt_test_settings, max_draft_tokens=4, runahead_threshold=1.0,
                     runahead_min_seconds=0.0, runahead_min_samples=1,
                     runahead_poll_seconds=0.01, runahead_prompts=2,
@@ -77,7 +79,7 @@ def test_runahead_output_is_never_a_training_sample(tmp_path, srt_test_settings,
     for seed in range(RUNS):
         batches.clear()
         cfg = TrainConfig(run_dir=tmp_path / f"run{seed}", prompts="builtin:6", steps=3,
-                          prompts_per_step=2, samples_per_prompt=2, max_new_tokens=24,
+                          prompts_per_step=2, samples_per_prompt=2, max_new_tokens=64,
                           temperature=1.0, micro_batch_size=4, lr=1e-4, wandb=False,
                           tensorboard=False, srt=srt, seed=seed,
                           trace_dir=tmp_path / f"run{seed}" / "traces")
