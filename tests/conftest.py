@@ -161,18 +161,38 @@ def descendants():
     return _descendants
 
 
+def _load_tool(name: str):
+    """tools/<name>.py as a module. Tools are scripts, not a package: their folder goes on
+    sys.path (one tool may import another, as run from tools/) and the module is registered
+    under its name (dataclasses look their module up)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    if str(tools) not in sys.path:
+        sys.path.insert(0, str(tools))
+    spec = importlib.util.spec_from_file_location(name, tools / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """load_tool(name) -> tools/<name>.py as a module."""
+    return _load_tool
+
+
 def _replay_trace(path, capsys) -> dict:
     """tools/replay.py on a trace file or directory with the native cache, quietly: its
     figures (the JSON it writes) for that path."""
-    import importlib.util
     import json
     import tempfile
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("replay_cli", root / "tools" / "replay.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_tool("replay")
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "replay.json"
         rc = module.main([str(path), "--strategies", "native-srt", "--quiet", "--json", str(out)])

@@ -17,10 +17,11 @@ run's responses, and writes the table as JSON.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from bench_rollout import trace_path  # tools/ is on sys.path, as for any script run from it
 
 from openrlhf_srt.drafting.step_curve import StepCurve
 from openrlhf_srt.replay.rollout_time import RolloutTimeConfig, predict
@@ -29,14 +30,6 @@ from openrlhf_srt.vllm.drafter_config import DrafterConfig
 
 PREDICTED = {"none": "baseline", "srt": "srt"}  # bench method -> simulator method
 
-
-def bench_trace_path(bench: Path, temperature: float, method: str) -> Path:
-    """Where tools/bench_rollout.py wrote the run's trace (its own trace_path)."""
-    spec = importlib.util.spec_from_file_location("bench_rollout",
-                                                  Path(__file__).with_name("bench_rollout.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.trace_path(bench, temperature, method)
 
 
 def validate(bench: Path, curve: StepCurve, k: int) -> list[dict]:
@@ -48,7 +41,7 @@ def validate(bench: Path, curve: StepCurve, k: int) -> list[dict]:
         method = run["method"]
         if method not in PREDICTED:
             continue
-        traces = bench_trace_path(bench, run["temperature"], method)
+        traces = trace_path(bench, run["temperature"], method)
         measured = {s["step"]: s["seconds"] for s in run["steps"]}
         for st in predict(iter_steps(traces), curve, cfg):
             predicted = st.seconds(PREDICTED[method])

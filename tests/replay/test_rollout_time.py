@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -89,10 +88,8 @@ def test_oracle_gives_tokens_to_the_longest_first():
     assert oracle_lengths(np.array([0, 0]), np.array([5, 9]), 2, knee).tolist() == [0, 0]
 
 
-def test_cli_prints_table_plot_and_json(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("predict", ROOT / "tools" / "predict_speedup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_cli_prints_table_plot_and_json(tmp_path, capsys, load_tool):
+    module = load_tool("predict_speedup")
     curve = tmp_path / "curve.json"
     CURVE.save(curve)
     png, js = tmp_path / "t.png", tmp_path / "t.json"

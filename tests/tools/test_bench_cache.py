@@ -4,21 +4,14 @@ target bytes per cached token (issue 16), the breakdown adding up, the DAPO-shap
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_cache.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_cache", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_tool):
+    return load_tool("bench_cache")
 
 
 @pytest.mark.parametrize("trace", [0, 1])

@@ -3,20 +3,12 @@ report and the plot; the benchmark's figures come from running it, docs/vllm.md)
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "bench_rollout.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_rollout", TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_tool):
+    return load_tool("bench_rollout")
 
 
 def _run(method, temp, steps):

@@ -4,35 +4,20 @@ hand-computed case."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from openrlhf_srt.drafting.step_curve import MachineKind, StepCurve
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
-
-def _load(name):
-    sys.path.insert(0, str(TOOLS))  # roofline_curve imports bench_step_cost's plot
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def bench(load_tool):
+    return load_tool("bench_step_cost")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load("bench_step_cost")
-
-
-@pytest.fixture(scope="module")
-def roofline():
-    return _load("roofline_curve")
+def roofline(load_tool):
+    return load_tool("roofline_curve")
 
 
 def _cell(s, k, ms):

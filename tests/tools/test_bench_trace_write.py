@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from openrlhf_srt.data.traces import read_traces
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def bench_main(argv):
-    spec = importlib.util.spec_from_file_location("bench_trace_write",
-                                                  ROOT / "tools" / "bench_trace_write.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
-
-
-def test_tiny_run_writes_the_records_and_prices_them(tmp_path, capsys):
-    assert bench_main(["--steps", "2", "--samples", "8", "--n", "4", "--median-tokens", "16",
+def test_tiny_run_writes_the_records_and_prices_them(tmp_path, capsys, load_tool):
+    assert load_tool("bench_trace_write").main(["--steps", "2", "--samples", "8", "--n", "4", "--median-tokens", "16",
                        "--max-tokens", "64", "--engine-tokens-per-s", "1000",
                        "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,19 +10,9 @@ import pytest
 
 from openrlhf_srt.replay.stream import iter_steps
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def tool():
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic_trace", ROOT / "tools" / "make_synthetic_trace.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_shape_lengths_seed_and_repetition(tmp_path):
-    make = tool()
+def test_shape_lengths_seed_and_repetition(load_tool, tmp_path):
+    make = load_tool("make_synthetic_trace")
     args = ["--steps", "3", "--prompts", "4", "--samples", "5", "--max-tokens", "300",
             "--median", "60"]
     a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
@@ -46,7 +35,7 @@ def test_shape_lengths_seed_and_repetition(tmp_path):
     assert len(grams[0] & grams[1]) >= 5
 
 
-def test_bad_flags_name_the_flag(tmp_path, capsys):
+def test_bad_flags_name_the_flag(load_tool, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        tool().main(["--out", str(tmp_path / "x.jsonl"), "--steps", "0"])
+        load_tool("make_synthetic_trace").main(["--out", str(tmp_path / "x.jsonl"), "--steps", "0"])
     assert "--steps" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,17 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TRACE = ROOT / "tests/reference_traces/smollm2_math_t0.6.jsonl.gz"
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location("replay_engines",
-                                                  ROOT / "tools" / "replay_engines.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_scenarios_move_the_right_prompts_and_a_snapshot_restart_loses_nothing(tmp_path):
+def test_scenarios_move_the_right_prompts_and_a_snapshot_restart_loses_nothing(load_tool, tmp_path):
     out = tmp_path / "engines.json"
-    assert tool().main([str(TRACE), "--engines", "4", "--change-at", "1", "--json",
+    assert load_tool("replay_engines").main([str(TRACE), "--engines", "4", "--change-at", "1", "--json",
                         str(out)]) == 0
     res = {r["scenario"]: r for r in json.loads(out.read_text())}
     step0 = next(iter_steps(TRACE))
@@ -47,6 +38,6 @@ def test_scenarios_move_the_right_prompts_and_a_snapshot_restart_loses_nothing(t
     assert np.isclose(cold["moved_if_warm"], snap["moved_if_warm"])
 
 
-def test_bad_change_step_is_named(capsys):
-    assert tool().main([str(TRACE), "--change-at", "9"]) == 2
+def test_bad_change_step_is_named(load_tool, capsys):
+    assert load_tool("replay_engines").main([str(TRACE), "--change-at", "9"]) == 2
     assert "--change-at 9 is past the trace's last step 2" in capsys.readouterr().err

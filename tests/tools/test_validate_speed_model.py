@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,15 +14,7 @@ TRACE = ROOT / "tests/reference_traces/smollm2_math_t0.6.jsonl.gz"
 CURVE = ROOT / "openrlhf_srt/drafting/curves/cpu-avx512bf16-smollm2-135m.json"
 
 
-def tool():
-    spec = importlib.util.spec_from_file_location("validate_speed_model",
-                                                  ROOT / "tools" / "validate_speed_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_each_run_is_compared_step_by_step_with_its_own_prediction(tmp_path):
+def test_each_run_is_compared_step_by_step_with_its_own_prediction(load_tool, tmp_path):
     records = [r for r in read_traces(TRACE) if r.prompt_key in
                sorted({r.prompt_key for r in read_traces(TRACE)})[:2]]
     (tmp_path / "traces").mkdir()
@@ -36,7 +27,7 @@ def test_each_run_is_compared_step_by_step_with_its_own_prediction(tmp_path):
                         "steps": [{"step": s, "seconds": 2.0 + s} for s in (0, 1, 2)]})
     (tmp_path / "results.json").write_text(json.dumps(results))
     out = tmp_path / "rows.json"
-    assert tool().main([str(tmp_path), "--curve", str(CURVE), "--json", str(out)]) == 0
+    assert load_tool("validate_speed_model").main([str(tmp_path), "--curve", str(CURVE), "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [(r["method"], r["step"]) for r in rows] == [
         (m, s) for m in ("none", "srt") for s in (0, 1, 2)]
@@ -49,6 +40,6 @@ def test_each_run_is_compared_step_by_step_with_its_own_prediction(tmp_path):
         assert a["predicted"] == pytest.approx(b["predicted"] * b["srt_speedup"])
 
 
-def test_a_missing_bench_folder_is_named(tmp_path, capsys):
-    assert tool().main([str(tmp_path / "nope"), "--curve", str(CURVE)]) == 2
+def test_a_missing_bench_folder_is_named(load_tool, tmp_path, capsys):
+    assert load_tool("validate_speed_model").main([str(tmp_path / "nope"), "--curve", str(CURVE)]) == 2
     assert "nope" in capsys.readouterr().err
