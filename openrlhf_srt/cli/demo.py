@@ -70,7 +70,7 @@ def predicted_report(trace_root: Path, srt, measured: dict[str, tuple[float, flo
     each run's generation seconds, and the speedup SRT and an oracle budget would give on
     the SRT run's responses."""
     from openrlhf_srt.drafting.step_curve import closest_curve
-    from openrlhf_srt.replay.rollout_time import RolloutTimeConfig, predict
+    from openrlhf_srt.replay.rollout_time import RolloutTimeConfig, baseline_time, predict
     from openrlhf_srt.replay.stream import iter_steps
     from openrlhf_srt.vllm.proposer import engine_machine
 
@@ -81,11 +81,11 @@ def predicted_report(trace_root: Path, srt, measured: dict[str, tuple[float, flo
     drafter = srt.drafter_config()
     cfg = RolloutTimeConfig(cache=drafter.cache_config(), budget=drafter.budget_config(),
                             drafter_time=True)  # on a CPU the drafter shares the cores
-    total = {}
-    for name in ("baseline", "srt"):
-        steps = predict(iter_steps(trace_root / name), curve, cfg)
-        total[name] = {m: sum(s.seconds(m) for s in steps) for m in ("baseline", "srt", "oracle")}
-    base, run = total["baseline"], total["srt"]
+    # the baseline run needs only its plain rounds; the SRT run is replayed three ways
+    base = {"baseline": sum(baseline_time(s.lengths, curve).total
+                            for s in iter_steps(trace_root / "baseline"))}
+    steps = predict(iter_steps(trace_root / "srt"), curve, cfg)
+    run = {m: sum(s.seconds(m) for s in steps) for m in ("baseline", "srt", "oracle")}
     lines = [f"predicted by the rollout-time simulator from the runs' own traces and the step-cost "
              f"curve {path.name} (decoding rounds only: no prefill, no run-ahead):",
              f"  baseline run: predicted {base['baseline']:.1f} s, measured "
